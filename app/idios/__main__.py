@@ -1,0 +1,3 @@
+from idios.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""The FastAPI application: routes, error shapes and the request body limit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from idios import __version__
+from idios.api.routes import router
+from idios.config import Settings
+from idios.errors import IdiosError
+from idios.transport import Transport
+
+DESCRIPTION = """Store images by URL and find visually similar ones.
+
+Similarity is 0-100 for every model, 100 a perfect match. Errors answer
+`{"detail": [{"msg": ..., "type": ...}]}` with a 4xx status for bad input,
+503 when no worker can take the job and 504 when none answered in time.
+"""
+
+
+def _error(status: int, detail: list[dict[str, Any]], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, counting what arrives, not what is announced."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = _error(413, [{"msg": f"request body is larger than {self.limit} bytes", "type": "body_too_large"}])
+        await response({"type": "http"}, _no_body, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def create_app(settings: Settings, transport: Transport) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await transport.start()
+        try:
+            yield
+        finally:
+            await transport.close()
+
+    app = FastAPI(title="Idios", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.transport = transport
+    app.include_router(router)
+
+    @app.exception_handler(IdiosError)
+    async def idios_error(request: Request, exc: IdiosError) -> JSONResponse:
+        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        return _error(exc.status, exc.detail(), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The offending input is not echoed back: it may be huge.
+        detail = [
+            {"msg": str(e.get("msg", "invalid")), "type": str(e.get("type", "invalid")), "loc": list(e.get("loc", []))}
+            for e in exc.errors()
+        ]
+        return _error(422, detail)
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

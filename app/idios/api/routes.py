@@ -1,0 +1,222 @@
+"""HTTP routes: validate, turn each request into a job, hand it to the transport.
+
+Paths are those of the original Idios API so its clients keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, File, Form, Request, Response, UploadFile
+from pydantic import ValidationError
+
+from idios import models
+from idios.api.schemas import (
+    AddRequest,
+    BulkFailure,
+    BulkResult,
+    CompareRequest,
+    DumpRow,
+    ModelInfo,
+    PageRequest,
+    RemoveRequest,
+    RestoreRow,
+    SearchHit,
+    SearchOptions,
+    SearchRequest,
+)
+from idios.config import Settings
+from idios.errors import Conflict, IdiosError, Invalid, TooLarge
+from idios.transport import Lane, Transport, make_job
+
+router = APIRouter()
+
+NO_CONTENT = Response(status_code=204)
+
+
+def _transport(request: Request) -> Transport:
+    return request.app.state.transport
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def _call(
+    request: Request, op: str, model: str | None, args: dict[str, Any], lane: Lane, *, bulk: bool = False
+) -> Any:
+    if model is not None:
+        models.spec(model)  # 404 for an unknown model before anything is queued
+    settings = _settings(request)
+    transport = _transport(request)
+    await transport.ready(model)
+    timeout = settings.bulk_timeout if bulk else settings.request_timeout
+    return await transport.call(make_job(op, model, args, timeout), lane)
+
+
+@router.get("/ping", summary="Liveness; with rpc=true, a round trip through a worker")
+async def ping(request: Request, rpc: bool = False) -> str:
+    if rpc:
+        return await _call(request, "ping", None, {}, "interactive")
+    return "pong"
+
+
+@router.get("/models", summary="Every model with its dimension, metric, text support and status")
+async def list_models(request: Request) -> list[ModelInfo]:
+    status = await _transport(request).model_status()
+    answer = []
+    for name, cls in models.REGISTRY.items():
+        spec = cls.spec
+        state = status.get(name, {"status": "unavailable", "reason": "unknown"})
+        answer.append(
+            ModelInfo(
+                name=name,
+                dimension=spec.dim,
+                metric=spec.metric,
+                text=spec.accepts_text,
+                description=spec.description,
+                status=state["status"],
+                reason=state.get("reason", ""),
+            )
+        )
+    return answer
+
+
+@router.post("/models/{model}/add", status_code=204, summary="Add or replace an image (upsert by url)")
+async def add(request: Request, model: str, body: AddRequest) -> Response:
+    await _call(request, "add", model, {"url": body.url, "metadata": body.metadata, "mode": "upsert"}, "ingest")
+    return NO_CONTENT
+
+
+@router.post("/models/{model}/search_add", status_code=204, summary="Add an image unless its url is stored (409)")
+async def search_add(request: Request, model: str, body: AddRequest) -> Response:
+    await _call(request, "add", model, {"url": body.url, "metadata": body.metadata, "mode": "new"}, "ingest")
+    return NO_CONTENT
+
+
+@router.post("/models/{model}/add_bulk", summary="Add many images; stored urls are reported as found")
+async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body()]) -> BulkResult:
+    settings = _settings(request)
+    if len(body) > settings.max_bulk_items:
+        raise TooLarge(f"at most {settings.max_bulk_items} items per request, got {len(body)}", type="too_many_items")
+    models.spec(model)
+    await _transport(request).ready(model)
+    result = BulkResult(added=[], found=[], failed=[])
+    items: list[AddRequest] = []
+    for raw in body:
+        try:
+            items.append(AddRequest.model_validate(raw))
+        except ValidationError as exc:
+            url = raw.get("url") if isinstance(raw, dict) and isinstance(raw.get("url"), str) else str(raw)[:200]
+            result.failed.append(BulkFailure(url=url, error="; ".join(e["msg"] for e in exc.errors())))
+    # Every item becomes its own job, so workers share the load and batch items together.
+    gate = asyncio.Semaphore(settings.prefetch * 4)
+
+    async def one(item: AddRequest) -> tuple[str, str | None]:
+        async with gate:
+            try:
+                await _call(
+                    request,
+                    "add",
+                    model,
+                    {"url": item.url, "metadata": item.metadata, "mode": "new"},
+                    "ingest",
+                    bulk=True,
+                )
+                return "added", None
+            except IdiosError as exc:
+                return ("found", None) if exc.status == Conflict.status else ("failed", exc.msg)
+
+    outcomes = await asyncio.gather(*(one(item) for item in items))
+    for item, (outcome, error) in zip(items, outcomes, strict=True):
+        if outcome == "added":
+            result.added.append(item.url)
+        elif outcome == "found":
+            result.found.append(item.url)
+        else:
+            result.failed.append(BulkFailure(url=item.url, error=error or "failed"))
+    return result
+
+
+@router.post("/models/{model}/restore", status_code=204, summary="Store dumped rows as they are (no download)")
+async def restore(request: Request, model: str, rows: list[RestoreRow]) -> Response:
+    spec = models.spec(model)
+    settings = _settings(request)
+    if len(rows) > settings.max_bulk_items * 10:
+        raise TooLarge(f"at most {settings.max_bulk_items * 10} rows per request", type="too_many_items")
+    for index, row in enumerate(rows):
+        if len(row.embedding) != spec.dim:
+            raise Invalid(
+                f"row {index}: embedding has {len(row.embedding)} values, model {model} needs {spec.dim}",
+                type="wrong_dimension",
+            )
+    await _call(request, "restore", model, {"rows": [row.model_dump() for row in rows]}, "ingest", bulk=True)
+    return NO_CONTENT
+
+
+async def _search(request: Request, model: str, args: dict[str, Any]) -> list[SearchHit]:
+    spec = models.spec(model)
+    if args.get("text") is not None and not spec.accepts_text:
+        raise Invalid(f"model {model} has no text tower; search it by url or image", type="no_text_tower")
+    return await _call(request, "search", model, args, "interactive")
+
+
+@router.post("/models/{model}/search", summary="Similar images to a url, a text or a base64 image; best first")
+async def search(request: Request, model: str, body: SearchRequest) -> list[SearchHit]:
+    return await _search(request, model, body.model_dump())
+
+
+@router.post("/models/{model}/search/upload", summary="Similar images to an uploaded file (multipart)")
+async def search_upload(
+    request: Request,
+    model: str,
+    file: Annotated[UploadFile, File(description="The query image")],
+    limit: Annotated[int, Form(ge=1, le=1000)] = 10,
+    offset: Annotated[int, Form(ge=0, le=10000)] = 0,
+    min_similarity: Annotated[float, Form(ge=0, le=100)] = 0.0,
+    filter: Annotated[str | None, Form(description='JSON object, e.g. {"tags": "letter"}')] = None,
+) -> list[SearchHit]:
+    limit_bytes = _settings(request).max_download_bytes
+    data = await file.read(limit_bytes + 1)
+    if len(data) > limit_bytes:
+        raise TooLarge(f"image is larger than {limit_bytes} bytes", type="image_too_large")
+    if not data:
+        raise Invalid("the uploaded file is empty", type="empty_file")
+    try:
+        options = SearchOptions(
+            limit=limit, offset=offset, min_similarity=min_similarity, filter=json.loads(filter) if filter else None
+        )
+    except (ValueError, ValidationError) as exc:
+        raise Invalid(f"bad filter: {exc}", type="bad_filter") from None
+    return await _search(request, model, {**options.model_dump(), "image": base64.b64encode(data).decode()})
+
+
+@router.post("/models/{model}/compare", summary="Similarity 0-100 of two images")
+async def compare(request: Request, model: str, body: CompareRequest) -> float:
+    return await _call(request, "compare", model, body.model_dump(), "interactive")
+
+
+@router.post("/models/{model}/urls", summary="Stored urls, ascending, strictly after the cursor")
+async def urls(request: Request, model: str, body: PageRequest | None = None) -> list[str]:
+    page = body or PageRequest()
+    return await _call(request, "urls", model, page.model_dump(), "interactive")
+
+
+@router.post("/models/{model}/dump", summary="Stored rows with embeddings, ascending by url, after the cursor")
+async def dump(request: Request, model: str, body: PageRequest | None = None) -> list[DumpRow]:
+    page = body or PageRequest()
+    return await _call(request, "dump", model, page.model_dump(), "interactive", bulk=True)
+
+
+@router.get("/models/{model}/count", summary="Number of stored images")
+async def count(request: Request, model: str) -> int:
+    return await _call(request, "count", model, {}, "interactive")
+
+
+@router.post("/models/{model}/remove", status_code=204, summary="Remove an image by url")
+async def remove(request: Request, model: str, body: RemoveRequest) -> Response:
+    await _call(request, "remove", model, {"url": body.url}, "ingest")
+    return NO_CONTENT

@@ -1,0 +1,131 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from idios.errors import IdiosError
+from idios.netguard import validate_url
+from idios.store import METADATA_MAX_CHARS, URL_MAX_CHARS
+
+MAX_LIMIT = 1000
+MAX_OFFSET = 10000
+MAX_PAGE = 10000
+
+
+def _url(value: str) -> str:
+    try:
+        return validate_url(value)
+    except IdiosError as exc:
+        raise ValueError(exc.msg) from None
+
+
+def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        size = len(json.dumps(value, ensure_ascii=False))
+    except (RecursionError, ValueError, TypeError):
+        raise ValueError("metadata must be a JSON object that can be serialised") from None
+    if size > METADATA_MAX_CHARS:
+        raise ValueError(f"metadata is {size} characters once serialised; the limit is {METADATA_MAX_CHARS}")
+    return value
+
+
+Url = Annotated[
+    str, Field(min_length=1, max_length=URL_MAX_CHARS, examples=["https://example.com/cat.jpg"]), AfterValidator(_url)
+]
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_metadata)]
+Cursor = Annotated[str | None, Field(max_length=URL_MAX_CHARS, description="Answer urls strictly after this one.")]
+FilterValue = str | int | float | bool
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AddRequest(Strict):
+    url: Url
+    metadata: Metadata = Field(None, description="Any JSON object, up to 65,535 characters serialised.")
+
+
+class RestoreRow(Strict):
+    url: Url
+    metadata: Metadata = None
+    embedding: list[float] = Field(description="The stored vector: floats, or 0/1 bits for phash.")
+
+
+class BulkFailure(BaseModel):
+    url: str
+    error: str
+
+
+class BulkResult(BaseModel):
+    added: list[str]
+    found: list[str] = Field(description="Urls already stored; left unchanged.")
+    failed: list[BulkFailure]
+
+
+class SearchOptions(Strict):
+    limit: int = Field(10, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    min_similarity: float = Field(0.0, ge=0, le=100)
+    filter: dict[str, FilterValue] | None = Field(
+        None, description='Metadata equalities, e.g. {"tags": "letter"}.', examples=[{"tags": "letter"}]
+    )
+
+
+class SearchRequest(SearchOptions):
+    url: Url | None = None
+    text: str | None = Field(None, min_length=1, max_length=1000)
+    image: str | None = Field(None, description="Image bytes, base64.")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        given = [name for name in ("url", "text", "image") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of url, text or image")
+        return self
+
+
+class SearchHit(BaseModel):
+    url: str
+    metadata: dict[str, Any]
+    similarity: float = Field(description="0-100, 100 a perfect match.")
+
+
+class CompareRequest(Strict):
+    url: Url
+    other: Url
+
+
+class Similarity(BaseModel):
+    similarity: float
+
+
+class PageRequest(Strict):
+    cursor: Cursor = None
+    limit: int = Field(1000, ge=1, le=MAX_PAGE)
+
+
+class DumpRow(BaseModel):
+    url: str
+    metadata: dict[str, Any]
+    embedding: list[float]
+
+
+class RemoveRequest(Strict):
+    url: str = Field(min_length=1, max_length=URL_MAX_CHARS)
+
+
+class ModelInfo(BaseModel):
+    name: str
+    dimension: int
+    metric: str
+    text: bool = Field(description="Whether the model can be searched by text.")
+    description: str
+    status: str = Field(description="ready, loading or unavailable")
+    reason: str = ""

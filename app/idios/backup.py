@@ -1,0 +1,74 @@
+"""`idios dump` and `idios restore`: entries to and from JSON Lines files, through the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+
+def _client(api: str) -> httpx.Client:
+    headers = {}
+    key = os.environ.get("IDIOS_API_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return httpx.Client(base_url=api.rstrip("/"), timeout=TIMEOUT, headers=headers)
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    if response.is_error:
+        raise SystemExit(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
+        )
+    return response
+
+
+def dump(api: str, model: str, directory: Path, batch: int) -> int:
+    """Write files `MODEL-000000.jsonl`, ... of `batch` entries each, ascending by url."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with _client(api) as client:
+        total = _check(client.get(f"/models/{model}/count")).json()
+        cursor = None
+        part = 0
+        with tqdm(total=total, unit="entries", desc=f"dump {model}") as progress:
+            while True:
+                rows = _check(client.post(f"/models/{model}/dump", json={"cursor": cursor, "limit": batch})).json()
+                if not rows:
+                    break
+                path = directory / f"{model}-{part:06d}.jsonl"
+                tmp = path.with_suffix(".jsonl.part")
+                with tmp.open("w", encoding="utf-8") as out:
+                    for row in rows:
+                        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                tmp.replace(path)
+                part += 1
+                cursor = rows[-1]["url"]
+                progress.update(len(rows))
+    return 0
+
+
+def restore(api: str, model: str, directory: Path, batch: int) -> int:
+    """Send every `*.jsonl` file of the directory to /restore, `batch` entries a request."""
+    files = sorted(directory.glob("*.jsonl"))
+    if not files:
+        raise SystemExit(f"no .jsonl files in {directory}")
+    total = sum(1 for path in files for line in path.open(encoding="utf-8") if line.strip())
+    with _client(api) as client, tqdm(total=total, unit="entries", desc=f"restore {model}") as progress:
+        rows: list[dict] = []
+        for path in files:
+            for line in path.open(encoding="utf-8"):
+                if line.strip():
+                    rows.append(json.loads(line))
+                if len(rows) >= batch:
+                    _check(client.post(f"/models/{model}/restore", json=rows))
+                    progress.update(len(rows))
+                    rows = []
+        if rows:
+            _check(client.post(f"/models/{model}/restore", json=rows))
+            progress.update(len(rows))
+    return 0

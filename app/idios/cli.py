@@ -1,0 +1,102 @@
+"""The `idios` command: serve, api, worker, dump, restore, openapi."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from idios.config import Settings
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def serve(settings: Settings) -> None:
+    """API, in-process worker and embedded Milvus in one process: no broker needed."""
+    import uvicorn
+
+    from idios.api.app import create_app
+    from idios.embedded import milvus_uri
+    from idios.jobs import JobRunner
+    from idios.store import Store
+    from idios.transport.local import LocalTransport
+
+    settings = settings.model_copy(update={"transport": "local"})
+    with milvus_uri(settings.milvus_uri, settings.data_dir) as uri:
+        store = Store(
+            uri,
+            token=settings.milvus_token,
+            prefix=settings.collection_prefix,
+            search_consistency=settings.milvus_consistency,
+        )
+        app = create_app(settings, LocalTransport(JobRunner(settings, store)))
+        logging.getLogger("idios").info("serving on http://%s:%d (docs at /docs)", settings.host, settings.port)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+        store.close()
+
+
+def api(settings: Settings) -> None:
+    """The stateless HTTP API; jobs go to workers through RabbitMQ."""
+    import uvicorn
+
+    from idios.api.app import create_app
+    from idios.transport.amqp import AmqpTransport
+
+    app = create_app(settings, AmqpTransport(settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+
+
+def worker(settings: Settings) -> None:
+    from idios.embedded import milvus_uri
+    from idios.worker import run_worker
+
+    with milvus_uri(settings.milvus_uri, settings.data_dir) as uri:
+        run_worker(settings.model_copy(update={"milvus_uri": uri}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="idios", description="Self-hosted reverse image search.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="API + in-process worker + embedded Milvus (one machine, no broker)")
+    commands.add_parser("api", help="the HTTP API of a distributed deployment (IDIOS_AMQP_URL)")
+    commands.add_parser("worker", help="a worker of a distributed deployment (IDIOS_AMQP_URL, IDIOS_MILVUS_URI)")
+    for name, what in (
+        ("dump", "write every entry of MODEL to DIR"),
+        ("restore", "store the entries in DIR into MODEL"),
+    ):
+        sub = commands.add_parser(name, help=what)
+        sub.add_argument("model")
+        sub.add_argument("directory", type=Path)
+        sub.add_argument("--api", default="http://127.0.0.1:4213", help="API base url (default %(default)s)")
+        sub.add_argument("--batch", type=int, default=1000, help="entries per request and per file")
+    doc = commands.add_parser("openapi", help="write the static API reference")
+    doc.add_argument("--out", type=Path, default=Path("doc"), help="output directory (default %(default)s)")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    _logging(settings)
+    if args.command == "serve":
+        serve(settings)
+    elif args.command == "api":
+        api(settings)
+    elif args.command == "worker":
+        worker(settings)
+    elif args.command in ("dump", "restore"):
+        from idios import backup
+
+        action = backup.dump if args.command == "dump" else backup.restore
+        sys.exit(action(args.api, args.model, args.directory, args.batch))
+    elif args.command == "openapi":
+        from idios.openapi import write_reference
+
+        for path in write_reference(settings, args.out):
+            print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Configuration: every setting is an `IDIOS_*` environment variable (or `.env` entry)."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_USER_AGENT = "Idios/0.1 (+https://github.com/idios/idios; reverse image search)"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Settings shared by `idios serve`, `idios api` and `idios worker`."""
+
+    model_config = SettingsConfigDict(env_prefix="IDIOS_", env_file=".env", extra="ignore")
+
+    log_level: str = Field("INFO", description="Logging level.")
+
+    # HTTP API
+    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(4213, description="Port the API listens on.")
+    request_timeout: float = Field(30.0, gt=0, description="Seconds an interactive request may take before 504.")
+    bulk_timeout: float = Field(600.0, gt=0, description="Seconds add_bulk, restore and dump requests may take.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body (413 beyond).")
+    max_bulk_items: int = Field(1000, gt=0, description="Most items in one add_bulk or restore request.")
+
+    # Transport
+    transport: Literal["local", "amqp"] = Field("amqp", description="How the API reaches job handlers.")
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ connection URL.")
+    queue_prefix: str = Field("idios", description="Prefix of every RabbitMQ queue name.")
+    prefetch: int = Field(32, gt=0, description="Ingestion jobs a worker holds at once.")
+    interactive_prefetch: int = Field(8, gt=0, description="Interactive jobs a worker holds at once.")
+
+    # Store
+    milvus_uri: str = Field(
+        "embedded",
+        description="'embedded' (bundled Milvus server if installed, else Milvus Lite under data_dir), "
+        "a Milvus Lite file path (*.db), or http://host:19530.",
+    )
+    milvus_token: str = Field("", description="Milvus token ('user:password'); empty when auth is off.")
+    milvus_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = Field(
+        "Session", description="Consistency level of similarity searches (counts and listings are always Strong)."
+    )
+    collection_prefix: str = Field("idios_", description="Prefix of each model's Milvus collection.")
+    data_dir: Path = Field(Path("data"), description="Where the embedded Milvus keeps its files.")
+
+    # Models
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["vit_b32", "phash"], description="Models this worker loads (comma separated)."
+    )
+    weights: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="'random' builds the real architectures with seeded random weights (tests, benchmarks).",
+    )
+    weights_dir: Path | None = Field(None, description="Directory holding model weights (else the usual caches).")
+    batch_size: int = Field(16, gt=0, description="Most images embedded in one forward pass.")
+    batch_linger_ms: float = Field(5.0, ge=0, description="How long a batch waits for more jobs to arrive.")
+    torch_threads: int = Field(0, ge=0, description="Torch intra-op threads; 0 uses every core.")
+
+    # Image fetching
+    url_allow_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Networks (CIDR) image urls may point to despite the private-address guard."
+    )
+    max_download_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image download.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to an image server.")
+    download_timeout: float = Field(15.0, gt=0, description="Seconds for a whole image download.")
+    max_redirects: int = Field(5, ge=0, description="Redirects followed per image url.")
+    min_image_side: int = Field(150, ge=1, description="Images with a shorter side are refused.")
+    max_image_pixels: int = Field(64_000_000, gt=0, description="Images declaring more pixels are refused.")
+    max_image_side: int = Field(1000, gt=0, description="Images are shrunk to this longest side before embedding.")
+    user_agent: str = Field(DEFAULT_USER_AGENT, description="User-Agent sent when fetching images.")
+
+    # Worker
+    health_port: int = Field(4214, description="Port of the worker's HTTP health check (0 disables it).")
+
+    @field_validator("models", "url_allow_networks", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("url_allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

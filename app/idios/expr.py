@@ -1,0 +1,68 @@
+"""Milvus boolean expressions built from user text without letting it escape its string literal.
+
+Milvus parses a double-quoted literal like Go's `strconv.Unquote`, which accepts the escapes
+JSON produces (`\\"`, `\\\\`, `\\n`, `\\uXXXX`), so a JSON string encoding is a safe literal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+
+from idios.errors import Invalid
+
+Scalar = str | int | float | bool
+
+
+def string_literal(value: str) -> str:
+    """`value` as a double-quoted Milvus string literal."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid("text holds characters that are not valid Unicode", type="bad_text") from None
+    return json.dumps(value, ensure_ascii=False)
+
+
+def scalar_literal(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Invalid("filter values must be finite numbers", type="bad_filter")
+        return repr(value)
+    if isinstance(value, str):
+        return string_literal(value)
+    raise Invalid("filter values must be strings, numbers or booleans", type="bad_filter")
+
+
+def url_equals(url: str) -> str:
+    return f"url == {string_literal(url)}"
+
+
+def url_in(urls: Iterable[str]) -> str:
+    return "url in [" + ", ".join(string_literal(url) for url in urls) + "]"
+
+
+def url_after(cursor: str | None) -> str:
+    """Urls strictly after the cursor; all urls when there is none."""
+    return f"url > {string_literal(cursor)}" if cursor else 'url != ""'
+
+
+def metadata_filter(equalities: Mapping[str, Scalar] | None) -> str:
+    """`{"tags": "letter"}` → `metadata["tags"] == "letter"`, clauses joined by `and`."""
+    if not equalities:
+        return ""
+    clauses = []
+    for key, value in equalities.items():
+        if not isinstance(key, str) or not key:
+            raise Invalid("filter keys must be non-empty strings", type="bad_filter")
+        clauses.append(f"metadata[{string_literal(key)}] == {scalar_literal(value)}")
+    return " and ".join(clauses)
+
+
+def combine(*clauses: str) -> str:
+    parts = [clause for clause in clauses if clause]
+    return " and ".join(f"({part})" for part in parts)

@@ -1,0 +1,254 @@
+"""The job handlers a worker runs: one per API operation, fed by any transport.
+
+A job is a plain dict `{"op", "model", "args", "deadline"}`; `JobRunner.run` answers every
+job with an envelope, `{"ok": true, "value": ...}` or `{"ok": false, "error": {...}}`, and
+never raises, so a bad job cannot take the worker down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from pymilvus.exceptions import MilvusException
+
+from idios import expr
+from idios.batching import MicroBatcher
+from idios.config import Settings
+from idios.errors import Conflict, IdiosError, Invalid, NotFound, Timeout, TooLarge, Unavailable
+from idios.images import ImageFetcher, decode_image
+from idios.models import REGISTRY, EmbeddingModel, ModelSpec, ModelUnavailable
+from idios.store import Store
+
+log = logging.getLogger("idios.jobs")
+
+Envelope = dict[str, Any]
+
+
+def ok(value: Any = None) -> Envelope:
+    return {"ok": True, "value": value}
+
+
+def failed(error: IdiosError) -> Envelope:
+    return {"ok": False, "error": error.to_wire()}
+
+
+class JobRunner:
+    """Owns the loaded models, the image fetcher and the store; runs jobs against them."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.fetcher = ImageFetcher(settings)
+        self.models: dict[str, EmbeddingModel] = {}
+        self.status: dict[str, dict[str, str]] = {name: {"status": "loading", "reason": ""} for name in settings.models}
+        self._adds: MicroBatcher[dict[str, Any], Envelope] = MicroBatcher(
+            self._add_batch, max_size=settings.batch_size, linger=settings.batch_linger_ms / 1000
+        )
+
+    # lifecycle
+
+    def load_models(self) -> list[str]:
+        """Load every configured model (blocking); returns the names now ready."""
+        try:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads or os.cpu_count() or 1)
+        except ImportError:
+            pass
+        for name in self.settings.models:
+            if name not in REGISTRY:
+                self.status[name] = {"status": "unavailable", "reason": f"unknown model '{name}'"}
+                continue
+            model = REGISTRY[name](self.settings)
+            try:
+                model.load()
+                self.store.ensure_collection(model.spec)
+            except ModelUnavailable as exc:
+                log.error("model %s unavailable: %s", name, exc)
+                self.status[name] = {"status": "unavailable", "reason": str(exc)}
+                continue
+            self.models[name] = model
+            self.status[name] = {"status": "ready", "reason": ""}
+            log.info("model %s ready", name)
+        return list(self.models)
+
+    async def aclose(self) -> None:
+        await self.fetcher.aclose()
+
+    # dispatch
+
+    async def run(self, job: dict[str, Any]) -> Envelope:
+        op = job.get("op")
+        try:
+            if time.time() > float(job.get("deadline", 0) or 0):
+                raise Timeout("the request's deadline passed before a worker could start it", type="deadline")
+            handler = getattr(self, f"op_{op}", None)
+            if handler is None:
+                raise Invalid(f"unknown operation '{op}'", type="unknown_operation")
+            args = job.get("args") or {}
+            if op in ("ping", "status"):
+                return ok(await handler(**args))
+            model = self._model(job.get("model"))
+            return ok(await handler(model, **args))
+        except IdiosError as exc:
+            return failed(exc)
+        except MilvusException as exc:
+            log.error("Milvus failed on %s: %s", op, exc)
+            return failed(Unavailable(f"the vector store failed: {exc.message}", type="store_unavailable"))
+        except Exception as exc:  # a bug: answer anyway, keep the worker alive
+            log.exception("job %s failed", op)
+            return failed(IdiosError(f"internal error ({type(exc).__name__})", status=500, type="internal"))
+
+    def _model(self, name: Any) -> EmbeddingModel:
+        if name not in REGISTRY:
+            raise NotFound(f"unknown model '{name}'", type="unknown_model")
+        model = self.models.get(name)
+        if model is None:
+            state = self.status.get(name, {"status": "unavailable", "reason": "not loaded by this worker"})
+            raise Unavailable(
+                f"model {name} is {state['status']}: {state['reason'] or 'loading'}", type="model_unavailable"
+            )
+        return model
+
+    # building blocks
+
+    async def _image(self, url: str) -> Any:
+        data = await self.fetcher.fetch(url)
+        return await asyncio.to_thread(decode_image, data, self.settings)
+
+    async def _embed(self, model: EmbeddingModel, images: list[Any]) -> list[Any]:
+        return await asyncio.to_thread(model.embed_images, images)
+
+    async def _vector_of_url(self, model: EmbeddingModel, url: str) -> Any:
+        """A stored url's vector (no download), else the vector of the downloaded image."""
+        stored = await asyncio.to_thread(self.store.vectors, model.spec, [url])
+        if url in stored:
+            return stored[url]
+        image = await self._image(url)
+        return (await self._embed(model, [image]))[0]
+
+    # operations
+
+    async def op_ping(self) -> str:
+        return "pong"
+
+    async def op_status(self) -> dict[str, dict[str, str]]:
+        return self.status
+
+    async def op_add(self, model: EmbeddingModel, url: str, metadata: dict | None = None, mode: str = "upsert") -> str:
+        """Adds go through the batcher; concurrent adds for a model share one forward pass."""
+        envelope = await self._adds.submit(model.spec.name, {"url": url, "metadata": metadata, "mode": mode})
+        if not envelope["ok"]:
+            raise IdiosError.from_wire(envelope["error"])
+        return envelope["value"]
+
+    async def _add_batch(self, name: Hashable, items: list[dict[str, Any]]) -> list[Envelope]:
+        model = self.models[str(name)]
+        spec = model.spec
+        results: list[Envelope | None] = [None] * len(items)
+        try:
+            fresh = [i for i, item in enumerate(items) if item["mode"] == "new"]
+            if fresh:
+                found = await asyncio.to_thread(self.store.existing, spec, [items[i]["url"] for i in fresh])
+                for i in fresh:
+                    if items[i]["url"] in found:
+                        results[i] = failed(Conflict(f"already stored: {items[i]['url']}", type="already_stored"))
+            todo = [i for i, result in enumerate(results) if result is None]
+            images = await asyncio.gather(*(self._image(items[i]["url"]) for i in todo), return_exceptions=True)
+            ready: list[tuple[int, Any]] = []
+            for i, image in zip(todo, images, strict=True):
+                if isinstance(image, IdiosError):
+                    results[i] = failed(image)
+                elif isinstance(image, BaseException):
+                    log.error("fetching %s failed: %r", items[i]["url"], image)
+                    results[i] = failed(IdiosError(f"internal error ({type(image).__name__})", status=500))
+                else:
+                    ready.append((i, image))
+            if ready:
+                vectors = await self._embed(model, [image for _, image in ready])
+                rows = {}
+                for (i, _), vector in zip(ready, vectors, strict=True):
+                    rows[items[i]["url"]] = {"url": items[i]["url"], "vector": vector, "metadata": items[i]["metadata"]}
+                await asyncio.to_thread(self.store.upsert, spec, list(rows.values()))
+                for i, _ in ready:
+                    results[i] = ok("added")
+        except MilvusException as exc:
+            log.error("Milvus failed while adding: %s", exc)
+            error = Unavailable(f"the vector store failed: {exc.message}", type="store_unavailable")
+            return [result if result is not None and not result["ok"] else failed(error) for result in results]
+        return [result if result is not None else failed(IdiosError("not processed", status=500)) for result in results]
+
+    async def op_restore(self, model: EmbeddingModel, rows: list[dict[str, Any]]) -> int:
+        spec = model.spec
+        storable = [
+            {"url": row["url"], "metadata": row.get("metadata") or {}, "vector": spec.from_public(row["embedding"])}
+            for row in rows
+        ]
+        await asyncio.to_thread(self.store.upsert, spec, storable)
+        return len(storable)
+
+    async def op_search(
+        self,
+        model: EmbeddingModel,
+        url: str | None = None,
+        text: str | None = None,
+        image: str | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        min_similarity: float = 0.0,
+        filter: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        spec = model.spec
+        if url is not None:
+            vector = await self._vector_of_url(model, url)
+        elif text is not None:
+            if not spec.accepts_text:
+                raise Invalid(f"model {spec.name} has no text tower; search it by image", type="no_text_tower")
+            vector = (await asyncio.to_thread(model.embed_texts, [text]))[0]
+        elif image is not None:
+            picture = await asyncio.to_thread(
+                decode_image, _base64(image, self.settings.max_download_bytes), self.settings
+            )
+            vector = (await self._embed(model, [picture]))[0]
+        else:
+            raise Invalid("give exactly one of url, text or image", type="missing_query")
+        hits = await asyncio.to_thread(
+            self.store.search, spec, vector, limit=limit, offset=offset, filter=expr.metadata_filter(filter)
+        )
+        answers = [{"url": h.url, "metadata": h.metadata, "similarity": spec.similarity(h.score)} for h in hits]
+        return [answer for answer in answers if answer["similarity"] >= min_similarity]
+
+    async def op_compare(self, model: EmbeddingModel, url: str, other: str) -> float:
+        first, second = await asyncio.gather(self._vector_of_url(model, url), self._vector_of_url(model, other))
+        return model.spec.compare(first, second)
+
+    async def op_urls(self, model: EmbeddingModel, cursor: str | None = None, limit: int = 1000) -> list[str]:
+        rows = await asyncio.to_thread(self.store.page, model.spec, cursor, limit, with_data=False)
+        return [row["url"] for row in rows]
+
+    async def op_dump(self, model: EmbeddingModel, cursor: str | None = None, limit: int = 1000) -> list[dict]:
+        spec: ModelSpec = model.spec
+        rows = await asyncio.to_thread(self.store.page, spec, cursor, limit, with_data=True)
+        return [{"url": r["url"], "metadata": r["metadata"], "embedding": spec.to_public(r["vector"])} for r in rows]
+
+    async def op_count(self, model: EmbeddingModel) -> int:
+        return await asyncio.to_thread(self.store.count, model.spec)
+
+    async def op_remove(self, model: EmbeddingModel, url: str) -> None:
+        await asyncio.to_thread(self.store.remove, model.spec, url)
+
+
+def _base64(data: str, limit: int) -> bytes:
+    if len(data) > limit * 4 // 3 + 4:
+        raise TooLarge(f"image is larger than {limit} bytes", type="image_too_large")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid("image is not valid base64", type="bad_base64") from None

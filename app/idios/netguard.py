@@ -1,0 +1,163 @@
+"""Validation of image urls and a guard against fetching from internal addresses.
+
+Image urls come from clients, so a fetch must never reach the service's own
+network (loopback, private ranges, cloud metadata at 169.254.169.254, ...).
+`validate_url` refuses urls that are malformed or unsafe on their face;
+`AddressGuard` refuses hosts that resolve to a non-public address, and checks
+the address a connection actually reached (against DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+import httpx
+
+from .errors import Invalid
+
+MAX_URL_LENGTH = 2083
+ALLOWED_SCHEMES = ("http", "https")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# IPv6 prefixes that embed an IPv4 address a gateway may translate to.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SHARED = ipaddress.IPv4Network("100.64.0.0/10")
+
+
+def validate_url(url: str) -> str:
+    """Return the url stripped of surrounding whitespace, or raise `Invalid`.
+
+    Only http(s) urls with a host, without credentials and at most 2,083
+    characters long are accepted; anything else a url may hold is kept as is,
+    since the url is the storage key.
+    """
+    if not isinstance(url, str):
+        raise Invalid("url must be a string", type="url_scheme")
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise Invalid(f"url is longer than {MAX_URL_LENGTH} characters ({len(url)})", type="url_too_long")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise Invalid(f"url cannot be parsed: {exc}", type="url_host") from None
+    if parsed.scheme not in ALLOWED_SCHEMES:
+        shown = parsed.scheme or "none"
+        raise Invalid(f"url scheme must be http or https, not {shown!r}", type="url_scheme")
+    if parsed.userinfo:
+        raise Invalid("url must not contain a user name or password", type="url_credentials")
+    if not parsed.host:
+        raise Invalid("url has no host", type="url_host")
+    return url
+
+
+def url_host_port(url: str) -> tuple[str, int]:
+    """Host (without brackets) and port an http(s) url connects to."""
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return parsed.host, port
+
+
+def _parse_ip(value: str) -> IPAddress | None:
+    value = value.strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, Teredo, NAT64), if any."""
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    if addr.sixtofour is not None:
+        return addr.sixtofour
+    if addr.teredo is not None:
+        return addr.teredo[1]
+    if addr in _NAT64:
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None
+
+
+def _is_public(addr: IPAddress) -> bool:
+    if (
+        addr.is_private
+        or addr.is_loopback
+        or addr.is_link_local
+        or addr.is_multicast
+        or addr.is_reserved
+        or addr.is_unspecified
+        or not addr.is_global
+    ):
+        return False
+    return not (isinstance(addr, ipaddress.IPv4Address) and addr in _SHARED)
+
+
+class AddressGuard:
+    """Refuses addresses that are not public unless they lie in `allow_networks`."""
+
+    def __init__(self, allow_networks: Iterable[str] = ()) -> None:
+        self.allow_networks: list[IPNetwork] = [ipaddress.ip_network(net, strict=False) for net in allow_networks]
+
+    def _allowed(self, addr: IPAddress) -> bool:
+        return any(addr.version == net.version and addr in net for net in self.allow_networks)
+
+    def is_forbidden(self, addr: IPAddress) -> bool:
+        if self._allowed(addr):
+            return False
+        if isinstance(addr, ipaddress.IPv6Address):
+            embedded = _embedded_ipv4(addr)
+            if embedded is not None:
+                if addr.ipv4_mapped is not None:
+                    # A mapped address is the IPv4 address itself, public or not.
+                    return self.is_forbidden(embedded)
+                if self.is_forbidden(embedded):
+                    return True
+        return not _is_public(addr)
+
+    def check_address(self, ip: str) -> None:
+        """Raise `Invalid` unless `ip` (an IP literal) is public or allowed."""
+        addr = _parse_ip(ip)
+        if addr is None:
+            raise Invalid(f"image url points to an unrecognised address {ip!r}", type="url_forbidden_address")
+        if self.is_forbidden(addr):
+            raise Invalid(
+                f"image url points to a private or reserved address ({addr}), which is not allowed",
+                type="url_forbidden_address",
+            )
+
+    async def check_host(self, host: str, port: int) -> list[str]:
+        """Resolve `host` and return its addresses, refusing if any of them is forbidden.
+
+        Every address is checked (not only the first) since the connection may
+        use any of them.
+        """
+        literal = _parse_ip(host)
+        if literal is not None:
+            self.check_address(str(literal))
+            return [str(literal)]
+        name = host.strip()
+        if not name:
+            raise Invalid("image url has no host", type="url_host")
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError, ValueError) as exc:
+            raise Invalid(f"image host {host!r} could not be resolved", type="url_unresolvable") from exc
+        addresses: list[str] = []
+        for family, _type, _proto, _canon, sockaddr in infos:
+            if family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            ip = str(sockaddr[0]).split("%")[0]
+            if ip not in addresses:
+                addresses.append(ip)
+        if not addresses:
+            raise Invalid(f"image host {host!r} could not be resolved", type="url_unresolvable")
+        for ip in addresses:
+            self.check_address(ip)
+        return addresses

@@ -1,0 +1,47 @@
+"""How the API reaches the job handlers: in-process (`local`) or through RabbitMQ (`amqp`).
+
+Both offer the same small interface: `call(job, lane)` answers the job's value or raises the
+`IdiosError` the handler raised, `model_status()` says what each model is doing, `ready(model)`
+refuses with 503 when nothing could run the job.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+from idios.errors import IdiosError
+
+Lane = Literal["interactive", "ingest"]
+
+
+class Transport(ABC):
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def call(self, job: dict[str, Any], lane: Lane) -> Any:
+        """Run the job; return its value or raise the IdiosError it failed with."""
+
+    @abstractmethod
+    async def model_status(self) -> dict[str, dict[str, str]]:
+        """{model name: {"status": ready|loading|unavailable, "reason": str}} for every known model."""
+
+    @abstractmethod
+    async def ready(self, model: str | None) -> None:
+        """Raise Unavailable (503) when no worker could take a job for this model right now."""
+
+
+def make_job(op: str, model: str | None, args: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+    """The job format every transport carries and `idios.jobs.JobRunner.run` understands."""
+    return {"op": op, "model": model, "args": args or {}, "deadline": time.time() + timeout, "timeout": timeout}
+
+
+def unwrap(envelope: dict[str, Any]) -> Any:
+    if envelope.get("ok"):
+        return envelope.get("value")
+    raise IdiosError.from_wire(envelope.get("error") or {})

@@ -1,0 +1,190 @@
+"""API side of the RabbitMQ transport: publish a job, await its reply without blocking the loop.
+
+One robust connection per API process. Replies come back on an exclusive queue named by this
+process; a job's message expires with its deadline, so a job nobody waits for is never computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+
+from idios.config import Settings
+from idios.errors import Timeout, Unavailable
+from idios.models import REGISTRY
+from idios.transport import Lane, Transport, make_job, unwrap
+from idios.transport.queues import LANES, declare, decode, encode, queue_name
+
+log = logging.getLogger("idios.transport.amqp")
+
+CONSUMER_CACHE_SECONDS = 1.0
+STATUS_TIMEOUT = 2.0
+
+
+class AmqpTransport(Transport):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.reply_queue_name = f"{settings.queue_prefix}.reply.{uuid.uuid4().hex}"
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._consumers: dict[str, tuple[float, int]] = {}
+        self._connect_task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    # connection
+
+    async def start(self) -> None:
+        """Connect in the background: the API answers (503) while the broker is unreachable."""
+        self._connect_task = asyncio.create_task(self._connect_forever())
+
+    async def _connect_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._connect()
+                return
+            except Exception as exc:
+                log.warning("cannot reach RabbitMQ (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _connect(self) -> None:
+        connection = await aio_pika.connect_robust(
+            self.settings.amqp_url, client_properties={"connection_name": "idios-api"}
+        )
+        connection.close_callbacks.add(self._on_connection_lost)
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        channel = await connection.channel(publisher_confirms=True)
+        for name in REGISTRY:
+            for lane in LANES:
+                await declare(channel, queue_name(self.settings.queue_prefix, name, lane))
+        await declare(channel, queue_name(self.settings.queue_prefix, None))
+        replies = await channel.declare_queue(self.reply_queue_name, exclusive=True, auto_delete=True)
+        await replies.consume(self._on_reply, no_ack=True)
+        self._connection, self._channel = connection, channel
+        self._connected.set()
+        log.info("connected to RabbitMQ")
+
+    def _on_connection_lost(self, *_: Any) -> None:
+        self._connected.clear()
+        self._consumers.clear()
+        self._fail_pending(Unavailable("lost the connection to the job broker; try again", type="broker_unavailable"))
+
+    def _on_reconnect(self, *_: Any) -> None:
+        log.info("reconnected to RabbitMQ")
+        self._connected.set()
+
+    def _fail_pending(self, error: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+    async def close(self) -> None:
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connect_task
+        if self._connection is not None:
+            self._connection.close_callbacks.discard(self._on_connection_lost)
+            await self._connection.close()
+        self._fail_pending(Unavailable("the API is shutting down", type="shutting_down"))
+
+    def _live_channel(self) -> AbstractRobustChannel:
+        if self._channel is None or not self._connected.is_set() or self._channel.is_closed:
+            raise Unavailable("the job broker is unreachable; try again shortly", type="broker_unavailable")
+        return self._channel
+
+    # calls
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending.pop(message.correlation_id or "", None)
+        if future is None or future.done():
+            return  # the request gave up already
+        try:
+            future.set_result(decode(message.body))
+        except Exception as exc:
+            future.set_exception(Unavailable(f"unreadable reply from a worker: {exc}", type="bad_reply"))
+
+    async def call(self, job: dict[str, Any], lane: Lane) -> Any:
+        channel = self._live_channel()
+        correlation_id = uuid.uuid4().hex
+        remaining = float(job["deadline"]) - time.time()
+        if remaining <= 0:
+            raise Timeout("the request timed out before it was sent", type="deadline")
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        message = aio_pika.Message(
+            encode(job),
+            correlation_id=correlation_id,
+            reply_to=self.reply_queue_name,
+            expiration=remaining,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+            if lane == "ingest"
+            else aio_pika.DeliveryMode.NOT_PERSISTENT,
+            content_type="application/json",
+        )
+        try:
+            await channel.default_exchange.publish(
+                message, routing_key=queue_name(self.settings.queue_prefix, job.get("model"), lane), timeout=remaining
+            )
+            envelope = await asyncio.wait_for(future, timeout=max(0.0, float(job["deadline"]) - time.time()))
+        except TimeoutError:
+            raise Timeout(f"no worker answered within {job.get('timeout', 0):.0f}s", type="worker_timeout") from None
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise Unavailable(f"the job broker failed: {exc}", type="broker_unavailable") from None
+        finally:
+            self._pending.pop(correlation_id, None)
+        return unwrap(envelope)
+
+    # readiness
+
+    async def _consumer_count(self, name: str) -> int:
+        cached = self._consumers.get(name)
+        now = time.monotonic()
+        if cached and now - cached[0] < CONSUMER_CACHE_SECONDS:
+            return cached[1]
+        channel = self._live_channel()
+        try:
+            queue = await channel.declare_queue(name, durable=True, passive=True)
+        except Exception as exc:
+            raise Unavailable(f"the job broker failed: {exc}", type="broker_unavailable") from None
+        count = int(queue.declaration_result.consumer_count or 0)
+        self._consumers[name] = (now, count)
+        return count
+
+    async def ready(self, model: str | None) -> None:
+        name = queue_name(self.settings.queue_prefix, model, "interactive")
+        if await self._consumer_count(name) == 0:
+            what = f"model {model}" if model else "jobs"
+            raise Unavailable(f"no worker is connected that serves {what}", type="no_worker")
+
+    async def model_status(self) -> dict[str, dict[str, str]]:
+        reported: dict[str, dict[str, str]] = {}
+        try:
+            await self.ready(None)
+            reported = await self.call(make_job("status", None, None, STATUS_TIMEOUT), "interactive")
+        except Exception as exc:
+            log.info("no worker status: %s", exc)
+        status = {}
+        for name in REGISTRY:
+            try:
+                serving = await self._consumer_count(queue_name(self.settings.queue_prefix, name, "interactive"))
+            except Unavailable as exc:
+                status[name] = {"status": "unavailable", "reason": exc.msg}
+                continue
+            if serving:
+                status[name] = {"status": "ready", "reason": ""}
+            elif name in reported and reported[name]["status"] != "ready":
+                status[name] = dict(reported[name])
+            else:
+                status[name] = {"status": "unavailable", "reason": "no connected worker loads this model"}
+        return status

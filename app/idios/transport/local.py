@@ -1,0 +1,45 @@
+"""In-process transport for `idios serve`: the API awaits the job handlers directly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from idios.errors import Unavailable
+from idios.jobs import JobRunner
+from idios.models import REGISTRY
+from idios.transport import Lane, Transport, unwrap
+
+log = logging.getLogger("idios.transport.local")
+
+
+class LocalTransport(Transport):
+    def __init__(self, runner: JobRunner) -> None:
+        self.runner = runner
+        self._loading: asyncio.Task[list[str]] | None = None
+
+    async def start(self) -> None:
+        # Models load in the background so the API answers (with status "loading") meanwhile.
+        self._loading = asyncio.create_task(asyncio.to_thread(self.runner.load_models))
+
+    async def close(self) -> None:
+        if self._loading is not None:
+            await asyncio.gather(self._loading, return_exceptions=True)
+        await self.runner.aclose()
+
+    async def call(self, job: dict[str, Any], lane: Lane) -> Any:
+        return unwrap(await self.runner.run(job))
+
+    async def model_status(self) -> dict[str, dict[str, str]]:
+        status = {name: {"status": "unavailable", "reason": "not listed in IDIOS_MODELS"} for name in REGISTRY}
+        status.update({name: dict(state) for name, state in self.runner.status.items() if name in REGISTRY})
+        return status
+
+    async def ready(self, model: str | None) -> None:
+        if model is None:
+            return
+        state = self.runner.status.get(model)
+        if state is None or state["status"] != "ready":
+            reason = state["reason"] if state and state["reason"] else (state or {}).get("status", "not loaded")
+            raise Unavailable(f"model {model} is not ready: {reason}", type="model_unavailable")

@@ -1,0 +1,147 @@
+"""The distributed worker: consumes jobs from RabbitMQ, runs them, replies, then acks.
+
+Everything slow (downloads, decoding, forward passes, Milvus calls) runs off the event loop,
+so the connection keeps its heartbeats while a job stalls. A job is acked only after its reply
+is published (and, for adds, after the row is in Milvus): a worker killed mid-job leaves the
+job to be redelivered to another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from idios.config import Settings
+from idios.errors import IdiosError, Invalid
+from idios.jobs import JobRunner, failed
+from idios.store import Store
+from idios.transport.queues import LANES, declare, decode, encode, queue_name
+
+log = logging.getLogger("idios.worker")
+
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+class Worker:
+    def __init__(self, settings: Settings, runner: JobRunner) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await asyncio.to_thread(self.runner.load_models)
+        self.connection = await aio_pika.connect_robust(
+            self.settings.amqp_url, client_properties={"connection_name": "idios-worker"}
+        )
+        interactive = await self.connection.channel()
+        await interactive.set_qos(prefetch_count=self.settings.interactive_prefetch)
+        ingest = await self.connection.channel()
+        await ingest.set_qos(prefetch_count=self.settings.prefetch)
+        prefix = self.settings.queue_prefix
+        await self._consume(interactive, queue_name(prefix, None))
+        for model in self.runner.models:
+            for lane in LANES:
+                await self._consume(interactive if lane == "interactive" else ingest, queue_name(prefix, model, lane))
+        health = await self._start_health()
+        log.info("worker ready: models %s", ", ".join(self.runner.models) or "none")
+        await self._stopping.wait()
+        log.info("stopping: no new jobs, finishing %d in hand", len(self._tasks))
+        for queue, tag in self._consumers:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+        if health is not None:
+            health.close()
+        await self.connection.close()
+        await self.runner.aclose()
+
+    async def _consume(self, channel: AbstractChannel, name: str) -> None:
+        queue = await declare(channel, name)
+        tag = await queue.consume(lambda message: self._spawn(channel, message))
+        self._consumers.append((queue, tag))
+
+    async def _spawn(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        # Each job runs in its own task so the prefetched jobs of a queue can be batched together.
+        task = asyncio.create_task(self._handle(channel, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        try:
+            job = decode(message.body)
+            if not isinstance(job, dict):
+                raise ValueError("job is not an object")
+        except ValueError as exc:
+            log.error("dropping an unreadable job: %s", exc)
+            envelope = failed(Invalid(f"unreadable job: {exc}", type="bad_job"))
+        else:
+            envelope = await self.runner.run(job)
+        if message.reply_to:
+            await channel.default_exchange.publish(
+                aio_pika.Message(_encode_envelope(envelope), correlation_id=message.correlation_id),
+                routing_key=message.reply_to,
+            )
+        await message.ack()
+
+    # health check: a bare HTTP/1.0 answer; a web framework here would take over the worker's signals
+
+    async def _start_health(self) -> asyncio.Server | None:
+        if not self.settings.health_port:
+            return None
+        return await asyncio.start_server(self._health, "0.0.0.0", self.settings.health_port)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        broker = bool(self.connection and not self.connection.is_closed and self.connection.connected.is_set())
+        try:
+            self.runner.store.client.list_collections()
+            milvus = True
+        except Exception:
+            milvus = False
+        return broker and milvus, {"broker": broker, "milvus": milvus, "models": self.runner.status}
+
+    async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader.readline(), 5)
+            healthy, body = await asyncio.to_thread(self.health)
+            payload = encode(body)
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+def _encode_envelope(envelope: dict[str, Any]) -> bytes:
+    """Every job gets an answer, even one whose result or error cannot be serialised."""
+    try:
+        return encode(envelope)
+    except Exception as exc:
+        log.exception("cannot serialise a job's answer")
+        return encode(failed(IdiosError(f"the answer could not be serialised ({type(exc).__name__})", status=500)))
+
+
+def run_worker(settings: Settings) -> None:
+    store = Store(
+        settings.milvus_uri,
+        token=settings.milvus_token,
+        prefix=settings.collection_prefix,
+        search_consistency=settings.milvus_consistency,
+    )
+    asyncio.run(Worker(settings, JobRunner(settings, store)).run())

@@ -1,0 +1,237 @@
+"""Url validation and the private-address guard (no traffic beyond loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+from idios.errors import Invalid
+from idios.netguard import MAX_URL_LENGTH, AddressGuard, url_host_port, validate_url
+
+# ---------------------------------------------------------------- validate_url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/a.jpg",
+        "https://example.com/a.jpg?x=1&y=2#frag",
+        'http://example.com/"quoted"/it\'s.jpg',
+        "http://example.com/back\\slash.jpg",
+        "https://example.com/ünïcødé/猫.png",
+        "https://bücher.example/a.png",
+        "http://example.com/100%25/%zz/%E2%9C%93.jpg",
+        "http://example.com/a b.jpg",
+        "HTTP://EXAMPLE.COM/A.JPG",
+        "http://93.184.216.34:8080/x.png",
+        "http://[2606:4700::1111]/x.png",
+    ],
+)
+def test_valid_urls_pass_unchanged(url: str) -> None:
+    assert validate_url(url) == url
+
+
+def test_surrounding_whitespace_is_stripped() -> None:
+    assert validate_url("  \thttp://example.com/a.jpg \n") == "http://example.com/a.jpg"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.jpg",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "javascript:alert(1)",
+        "data:image/png;base64,AAAA",
+        "example.com/a.jpg",
+        "//example.com/a.jpg",
+        "",
+    ],
+)
+def test_scheme_refused(url: str) -> None:
+    with pytest.raises(Invalid) as info:
+        validate_url(url)
+    assert info.value.type == "url_scheme"
+    assert info.value.status == 422
+
+
+@pytest.mark.parametrize("url", ["http://user:pw@example.com/a.jpg", "https://user@example.com/a.jpg"])
+def test_credentials_refused(url: str) -> None:
+    with pytest.raises(Invalid) as info:
+        validate_url(url)
+    assert info.value.type == "url_credentials"
+    assert info.value.status == 422
+
+
+@pytest.mark.parametrize("url", ["http://", "http:///a.jpg", "https://:443/a.jpg", "http://[::1/x"])
+def test_missing_host_refused(url: str) -> None:
+    with pytest.raises(Invalid) as info:
+        validate_url(url)
+    assert info.value.type == "url_host"
+    assert info.value.status == 422
+
+
+def test_too_long_refused() -> None:
+    base = "http://example.com/"
+    ok = base + "a" * (MAX_URL_LENGTH - len(base))
+    assert validate_url(ok) == ok
+    with pytest.raises(Invalid) as info:
+        validate_url(ok + "a")
+    assert info.value.type == "url_too_long"
+    assert info.value.status == 422
+    assert str(MAX_URL_LENGTH) in info.value.msg
+
+
+def test_url_host_port() -> None:
+    assert url_host_port("http://example.com/x") == ("example.com", 80)
+    assert url_host_port("https://example.com/x") == ("example.com", 443)
+    assert url_host_port("http://[::1]:8080/x") == ("::1", 8080)
+
+
+# ---------------------------------------------------------------- check_address
+
+
+FORBIDDEN = [
+    "127.0.0.1",
+    "127.1.2.3",
+    "10.0.0.1",
+    "10.255.1.2",
+    "172.16.0.1",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "100.127.255.254",
+    "0.0.0.0",
+    "224.0.0.1",
+    "240.0.0.1",
+    "255.255.255.255",
+    "::1",
+    "::",
+    "::ffff:127.0.0.1",
+    "::ffff:169.254.169.254",
+    "::ffff:10.0.0.1",
+    "fe80::1",
+    "fc00::1",
+    "ff02::1",
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+    "[::1]",
+]
+
+
+@pytest.mark.parametrize("ip", FORBIDDEN)
+def test_forbidden_addresses(ip: str) -> None:
+    with pytest.raises(Invalid) as info:
+        AddressGuard().check_address(ip)
+    assert info.value.type == "url_forbidden_address"
+    assert info.value.status == 422
+
+
+@pytest.mark.parametrize("ip", ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:93.184.216.34"])
+def test_public_addresses_pass(ip: str) -> None:
+    AddressGuard().check_address(ip)
+
+
+def test_not_an_address_refused() -> None:
+    with pytest.raises(Invalid) as info:
+        AddressGuard().check_address("example.com")
+    assert info.value.type == "url_forbidden_address"
+
+
+def test_allow_networks() -> None:
+    guard = AddressGuard(["127.0.0.0/8", "fd00::/8"])
+    guard.check_address("127.0.0.1")
+    guard.check_address("127.9.9.9")
+    guard.check_address("::ffff:127.0.0.1")
+    guard.check_address("fd12::1")
+    for ip in ("10.0.0.1", "::1", "169.254.169.254"):
+        with pytest.raises(Invalid):
+            guard.check_address(ip)
+
+
+def test_allow_single_host() -> None:
+    guard = AddressGuard(["127.0.0.2/32"])
+    guard.check_address("127.0.0.2")
+    with pytest.raises(Invalid):
+        guard.check_address("127.0.0.3")
+
+
+# ---------------------------------------------------------------- check_host
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.10",
+        "169.254.169.254",
+        "::1",
+        "[::1]",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+        "100.64.0.1",
+        "2130706433",
+        "0x7f.0.0.1",
+        "127.1",
+        "localhost",
+    ],
+)
+async def test_check_host_refuses(host: str) -> None:
+    with pytest.raises(Invalid) as info:
+        await AddressGuard().check_host(host, 80)
+    assert info.value.type == "url_forbidden_address"
+    assert info.value.status == 422
+
+
+async def test_check_host_allow_networks() -> None:
+    guard = AddressGuard(["127.0.0.0/8"])
+    assert await guard.check_host("127.0.0.2", 80) == ["127.0.0.2"]
+    assert await guard.check_host("2130706433", 80) == ["127.0.0.1"]
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Answers for host names, so that no real DNS query is made."""
+    answers: dict[str, list[str]] = {}
+
+    async def getaddrinfo(self: Any, host: str, port: int, **kwargs: Any) -> list[tuple[Any, ...]]:
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        result: list[tuple[Any, ...]] = []
+        for ip in answers[host]:
+            if ":" in ip:
+                result.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, port, 0, 0)))
+            else:
+                result.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)))
+        return result
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+async def test_check_host_public_name(fake_dns: dict[str, list[str]]) -> None:
+    fake_dns["images.example"] = ["93.184.216.34", "2606:4700::1111", "93.184.216.34"]
+    assert await AddressGuard().check_host("images.example", 443) == ["93.184.216.34", "2606:4700::1111"]
+
+
+async def test_check_host_any_private_address_refuses(fake_dns: dict[str, list[str]]) -> None:
+    fake_dns["mixed.example"] = ["93.184.216.34", "10.0.0.5"]
+    with pytest.raises(Invalid) as info:
+        await AddressGuard().check_host("mixed.example", 80)
+    assert info.value.type == "url_forbidden_address"
+
+
+async def test_check_host_metadata_name_refused(fake_dns: dict[str, list[str]]) -> None:
+    fake_dns["metadata.example"] = ["169.254.169.254"]
+    with pytest.raises(Invalid):
+        await AddressGuard().check_host("metadata.example", 80)
+
+
+async def test_check_host_unresolvable(fake_dns: dict[str, list[str]]) -> None:
+    with pytest.raises(Invalid) as info:
+        await AddressGuard().check_host("nowhere.example", 80)
+    assert info.value.type == "url_unresolvable"
+    assert info.value.status == 422
