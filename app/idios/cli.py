@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +15,13 @@ def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks run: uvicorn re-raises the signal it
+    caught once it has shut down, and the default action would kill us before the embedded
+    Milvus is stopped."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def serve(settings: Settings) -> None:
@@ -35,9 +43,12 @@ def serve(settings: Settings) -> None:
             search_consistency=settings.milvus_consistency,
         )
         app = create_app(settings, LocalTransport(JobRunner(settings, store)))
+        _exit_on_sigterm()
         logging.getLogger("idios").info("serving on http://%s:%d (docs at /docs)", settings.host, settings.port)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
-        store.close()
+        try:
+            uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+        finally:
+            store.close()
 
 
 def api(settings: Settings) -> None:

@@ -9,6 +9,7 @@ as the fallback when the package is missing.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,18 @@ log = logging.getLogger("idios.embedded")
 # Strong reads (counts, listings) wait for the next time tick; 200 ms by default is too slow for a
 # single-node index where ticks cost next to nothing.
 TIME_TICK_MS = 20
+# The bundled server's embedded etcd always takes this peer port, so one runs per machine.
+ETCD_PEER_PORT = 2380
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @contextmanager
@@ -34,6 +47,11 @@ def milvus_uri(uri: str, data_dir: Path) -> Iterator[str]:
         log.warning("package 'milvus' missing: using Milvus Lite at %s (slow search, no phash)", path)
         yield str(path)
         return
+    if not _port_free(ETCD_PEER_PORT):
+        raise RuntimeError(
+            f"port {ETCD_PEER_PORT} is taken, most likely by another embedded Milvus on this machine; "
+            "stop it, or point IDIOS_MILVUS_URI at a running Milvus (http://host:19530)"
+        )
     base = (Path(data_dir) / "milvus").resolve()
     base.mkdir(parents=True, exist_ok=True)
     server = MilvusServer()

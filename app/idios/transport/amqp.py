@@ -154,10 +154,12 @@ class AmqpTransport(Transport):
             return cached[1]
         channel = self._live_channel()
         try:
-            queue = await channel.declare_queue(name, durable=True, passive=True)
+            # aio-pika's declare_queue keeps the first declaration's answer; ask the broker itself.
+            underlay = await channel.get_underlay_channel()
+            declared = await underlay.queue_declare(name, passive=True)
         except Exception as exc:
             raise Unavailable(f"the job broker failed: {exc}", type="broker_unavailable") from None
-        count = int(queue.declaration_result.consumer_count or 0)
+        count = int(declared.consumer_count or 0)
         self._consumers[name] = (now, count)
         return count
 

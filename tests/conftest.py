@@ -1,0 +1,134 @@
+"""Fixtures that start real parts: the Milvus server, an image server, Idios processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from imageserver import ImageServer
+from photos import PHOTO_NAMES, encode, jpeg, photo, resized
+from stack import Process, free_port, models_ready, wait_until
+
+IMAGE_HOST = "127.0.0.2"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    path = Path(__file__).resolve().parent.parent / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus 2.3 standalone server (PyPI package `milvus`) for the whole session."""
+    from idios.embedded import milvus_uri as embedded
+
+    with embedded("embedded", tmp_path_factory.mktemp("milvus")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def images() -> Iterator[ImageServer]:
+    """Real photos and hostile files on 127.0.0.2, the only address the stacks may fetch from."""
+    with ImageServer(host=IMAGE_HOST) as server:
+        for name in PHOTO_NAMES:
+            server.add(f"/{name}.jpg", jpeg(name))
+            server.add(f"/{name}_small.jpg", resized(name, 0.6))
+            server.add(f"/{name}_q30.jpg", jpeg(name, quality=30))
+            server.add(f"/{name}.png", encode(photo(name), "PNG"), content_type="image/png")
+        server.add("/page.html", b"<html><body>not an image</body></html>", content_type="image/jpeg")
+        server.add("/tiny.jpg", encode(photo("coffee").resize((100, 80)), "JPEG"))
+        server.add("/truncated.jpg", jpeg("rocket")[:3000])
+        server.add("/missing.jpg", b"gone", status=404, content_type="text/plain")
+        server.slow("/slow.jpg", jpeg("coins"), delay=1.0)
+        yield server
+
+
+def stack_env(milvus: str, **extra: str) -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        "IDIOS_WEIGHTS": "random",
+        "IDIOS_MILVUS_URI": milvus,
+        "IDIOS_COLLECTION_PREFIX": f"t{tag}_",
+        "IDIOS_QUEUE_PREFIX": f"test-{tag}",
+        "IDIOS_URL_ALLOW_NETWORKS": f"{IMAGE_HOST}/32",
+        "IDIOS_AMQP_URL": AMQP_URL,
+        "IDIOS_DOWNLOAD_TIMEOUT": "20",
+        "IDIOS_LOG_LEVEL": "INFO",
+    }
+    env.update(extra)
+    return env
+
+
+class Stack:
+    """A running deployment: its base url, its processes and its environment."""
+
+    def __init__(self, mode: str, url: str, env: dict[str, str], processes: list[Process], log_dir: Path):
+        self.mode = mode
+        self.url = url
+        self.env = env
+        self.processes = processes
+        self.log_dir = log_dir
+
+    def client(self, timeout: float = 120.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def by_name(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
+    def start_worker(self, name: str) -> Process:
+        env = {**self.env, "IDIOS_HEALTH_PORT": str(free_port())}
+        process = Process(name, ["worker"], env, self.log_dir)
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+def start_serve(milvus: str, log_dir: Path, **extra: str) -> Stack:
+    port = free_port()
+    env = stack_env(milvus, IDIOS_PORT=str(port), **extra)
+    process = Process("serve", ["serve"], env, log_dir)
+    stack = Stack("embedded", f"http://127.0.0.1:{port}", env, [process], log_dir)
+    try:
+        wait_until(lambda: models_ready(stack.url), 180, "idios serve", [process])
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def start_distributed(milvus: str, log_dir: Path, workers: int = 2, **extra: str) -> Stack:
+    port = free_port()
+    env = stack_env(milvus, IDIOS_PORT=str(port), IDIOS_MILVUS_CONSISTENCY="Strong", **extra)
+    api = Process("api", ["api"], env, log_dir)
+    stack = Stack("distributed", f"http://127.0.0.1:{port}", env, [api], log_dir)
+    try:
+        for index in range(workers):
+            stack.start_worker(f"worker{index + 1}")
+        wait_until(lambda: models_ready(stack.url), 240, "idios api and workers", stack.processes)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def stack(request: pytest.FixtureRequest, milvus_uri: str, images: ImageServer, artifacts: Path) -> Iterator[Stack]:
+    """Idios in both modes: `idios serve`, and `idios api` with two `idios worker` processes."""
+    log_dir = artifacts / f"{request.module.__name__}-{request.param}"
+    log_dir.mkdir(exist_ok=True)
+    started = (
+        start_serve(milvus_uri, log_dir) if request.param == "embedded" else start_distributed(milvus_uri, log_dir)
+    )
+    yield started
+    started.stop()
+    for process in started.processes:
+        assert "Traceback" not in process.log(), f"{process.name} logged a traceback:\n{process.log()[-4000:]}"
