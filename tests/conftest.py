@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,13 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="session")
 def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Milvus 2.3 standalone server (PyPI package `milvus`) for the whole session."""
+    """A real Milvus 2.3 standalone server (PyPI package `milvus`) for the whole session.
+
+    IDIOS_TEST_MILVUS_URI points the suite at a server that is already running instead.
+    """
+    if os.environ.get("IDIOS_TEST_MILVUS_URI"):
+        yield os.environ["IDIOS_TEST_MILVUS_URI"]
+        return
     from idios.embedded import milvus_uri as embedded
 
     with embedded("embedded", tmp_path_factory.mktemp("milvus")) as uri:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 
 import pytest
@@ -55,7 +56,7 @@ def test_add_search_count_remove(stack: Stack, images: ImageServer) -> None:
         assert client.get(f"{VIT}/count").json() == before + 1
         hits = client.post(f"{VIT}/search", json={"url": target, "limit": 5}).json()
         assert hits[0] == {"url": target, "metadata": {"tags": "person", "n": 1}, "similarity": 100.0}
-        assert all(a["similarity"] >= b["similarity"] for a, b in zip(hits, hits[1:]))
+        assert all(a["similarity"] >= b["similarity"] for a, b in itertools.pairwise(hits))
         assert client.post(f"{VIT}/remove", json={"url": target}).status_code == 204
         assert client.get(f"{VIT}/count").json() == before
         hits = client.post(f"{VIT}/search", json={"url": images.url("/astronaut.jpg"), "limit": 50}).json()

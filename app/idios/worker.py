@@ -101,7 +101,9 @@ class Worker:
     async def _start_health(self) -> asyncio.Server | None:
         if not self.settings.health_port:
             return None
-        return await asyncio.start_server(self._health, "0.0.0.0", self.settings.health_port)
+        server = await asyncio.start_server(self._health, "0.0.0.0", self.settings.health_port)
+        log.info("health check on port %d", self.settings.health_port)
+        return server
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         broker = bool(self.connection and not self.connection.is_closed and self.connection.connected.is_set())
@@ -119,10 +121,8 @@ class Worker:
             healthy, body = await asyncio.to_thread(self.health)
             payload = encode(body)
             status = "200 OK" if healthy else "503 Service Unavailable"
-            writer.write(
-                f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
-                + payload
-            )
+            head = f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+            writer.write(head.encode() + payload)
             await writer.drain()
         finally:
             writer.close()

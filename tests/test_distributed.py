@@ -1,0 +1,103 @@
+"""The distributed deployment's own behaviour: worker failure, timeouts, missing workers, health."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Stack, start_distributed
+from imageserver import ImageServer
+from photos import PHOTO_NAMES
+from stack import Process, free_port, models_ready, wait_until
+
+VIT = "/models/vit_b32"
+
+
+@pytest.fixture(scope="module")
+def cluster(milvus_uri: str, images: ImageServer, artifacts: Path) -> Iterator[Stack]:
+    log_dir = artifacts / "test_distributed"
+    log_dir.mkdir(exist_ok=True)
+    started = start_distributed(milvus_uri, log_dir, workers=2)
+    yield started
+    started.stop()
+
+
+def all_urls(client: httpx.Client, model: str = VIT) -> list[str]:
+    urls: list[str] = []
+    cursor = None
+    while page := client.post(f"{model}/urls", json={"cursor": cursor, "limit": 500}).json():
+        urls += page
+        cursor = page[-1]
+    return urls
+
+
+def test_worker_health_check(cluster: Stack) -> None:
+    worker = cluster.by_name("worker1")
+    health = f"http://127.0.0.1:{worker.env['IDIOS_HEALTH_PORT']}/health"
+    wait_until(lambda: httpx.get(health, timeout=5).status_code == 200, 60, "the health check", [worker])
+    answer = httpx.get(health, timeout=10)
+    body = answer.json()
+    assert body["broker"] is True and body["milvus"] is True
+    assert body["models"]["vit_b32"]["status"] == "ready"
+
+
+def test_no_worker_for_a_model_answers_503(cluster: Stack) -> None:
+    with cluster.client() as client:
+        response = client.post("/models/resnet50/add", json={"url": "http://127.0.0.2/a.jpg"})
+        assert response.status_code == 503
+        assert response.json()["detail"][0]["type"] == "no_worker"
+        assert response.headers["retry-after"]
+        models = {m["name"]: m for m in client.get("/models").json()}
+        assert models["resnet50"]["status"] == "unavailable"
+
+
+def test_a_worker_that_does_not_answer_in_time_gives_504(cluster: Stack, images: ImageServer) -> None:
+    port = free_port()
+    env = {**cluster.env, "IDIOS_PORT": str(port), "IDIOS_REQUEST_TIMEOUT": "2"}
+    impatient = Process("api-impatient", ["api"], env, cluster.log_dir)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: models_ready(base), 60, "second api", [impatient])
+        started = time.monotonic()
+        response = httpx.post(f"{base}{VIT}/search", json={"url": images.url("/slow.jpg")}, timeout=30)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 504, response.text
+        assert response.json()["detail"][0]["type"] == "worker_timeout"
+        assert elapsed < 6
+        assert httpx.get(f"{base}/ping", params={"rpc": "true"}, timeout=10).json() == "pong"
+    finally:
+        impatient.stop()
+
+
+def test_worker_killed_during_add_bulk_loses_nothing(cluster: Stack, images: ImageServer) -> None:
+    urls = [f"{images.url(f'/{name}.jpg')}?kill={i}" for i in range(12) for name in PHOTO_NAMES]
+    result: dict = {}
+
+    def bulk() -> None:
+        with cluster.client(timeout=300) as client:
+            response = client.post(
+                f"{VIT}/add_bulk", json=[{"url": u, "metadata": {"i": i}} for i, u in enumerate(urls)]
+            )
+            result["status"] = response.status_code
+            result["body"] = response.json()
+
+    thread = threading.Thread(target=bulk)
+    thread.start()
+    victim = cluster.by_name("worker1")
+    with cluster.client() as client:
+        wait_until(lambda: client.get(f"{VIT}/count").json() >= 10, 120, "the first adds", [victim])
+    victim.kill()
+    thread.join(300)
+    assert not thread.is_alive(), "add_bulk never answered"
+    assert result["status"] == 200
+    assert sorted(result["body"]["added"]) == sorted(urls), result["body"]["failed"]
+    with cluster.client() as client:
+        stored = set(all_urls(client))
+        assert set(urls) <= stored
+        assert client.get(f"{VIT}/count").json() == len(stored)
+    replacement = cluster.start_worker("worker3")
+    wait_until(lambda: "worker ready" in replacement.log(), 120, "the replacement worker", [replacement])
