@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pymilvus.exceptions import MilvusException
@@ -24,7 +25,7 @@ from idios.config import Settings
 from idios.errors import Conflict, IdiosError, Invalid, NotFound, Timeout, TooLarge, Unavailable
 from idios.images import ImageFetcher, decode_image
 from idios.models import REGISTRY, EmbeddingModel, ModelSpec, ModelUnavailable
-from idios.store import Store
+from idios.store import SchemaMismatch, Store
 
 log = logging.getLogger("idios.jobs")
 
@@ -48,6 +49,7 @@ class JobRunner:
         self.fetcher = ImageFetcher(settings)
         self.models: dict[str, EmbeddingModel] = {}
         self.status: dict[str, dict[str, str]] = {name: {"status": "loading", "reason": ""} for name in settings.models}
+        self.schema_errors: list[str] = []
         self._adds: MicroBatcher[dict[str, Any], Envelope] = MicroBatcher(
             self._add_batch, max_size=settings.batch_size, linger=settings.batch_linger_ms / 1000
         )
@@ -55,29 +57,42 @@ class JobRunner:
     # lifecycle
 
     def load_models(self) -> list[str]:
-        """Load every configured model (blocking); returns the names now ready."""
+        """Load every configured model (blocking, in parallel: one slow download does not hold up
+        the others); returns the names now ready."""
         try:
             import torch
 
             torch.set_num_threads(self.settings.torch_threads or os.cpu_count() or 1)
         except ImportError:
             pass
-        for name in self.settings.models:
-            if name not in REGISTRY:
-                self.status[name] = {"status": "unavailable", "reason": f"unknown model '{name}'"}
-                continue
-            model = REGISTRY[name](self.settings)
-            try:
-                model.load()
-                self.store.ensure_collection(model.spec)
-            except ModelUnavailable as exc:
-                log.error("model %s unavailable: %s", name, exc)
-                self.status[name] = {"status": "unavailable", "reason": str(exc)}
-                continue
-            self.models[name] = model
-            self.status[name] = {"status": "ready", "reason": ""}
-            log.info("model %s ready", name)
+        with ThreadPoolExecutor(max_workers=max(1, len(self.settings.models))) as pool:
+            list(pool.map(self._load, self.settings.models))
         return list(self.models)
+
+    def _load(self, name: str) -> None:
+        if name not in REGISTRY:
+            self.status[name] = {"status": "unavailable", "reason": f"unknown model '{name}'"}
+            return
+        model = REGISTRY[name](self.settings)
+        try:
+            model.load()
+            self.store.ensure_collection(model.spec)
+        except SchemaMismatch as exc:
+            log.error("model %s refused: %s", name, exc)
+            self.schema_errors.append(str(exc))
+            self.status[name] = {"status": "unavailable", "reason": str(exc)}
+            return
+        except ModelUnavailable as exc:
+            log.error("model %s unavailable: %s", name, exc)
+            self.status[name] = {"status": "unavailable", "reason": str(exc)}
+            return
+        except Exception as exc:
+            log.exception("model %s could not be prepared", name)
+            self.status[name] = {"status": "unavailable", "reason": f"{type(exc).__name__}: {exc}"}
+            return
+        self.models[name] = model
+        self.status[name] = {"status": "ready", "reason": ""}
+        log.info("model %s ready", name)
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()

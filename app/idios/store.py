@@ -155,14 +155,15 @@ class Store:
             limit=limit,
             offset=offset,
             filter=filter,
-            output_fields=["metadata"],
+            output_fields=["url", "metadata"],
             search_params=params,
             consistency_level=self.search_consistency,
         )
         hits = []
         for hit in results[0] if results else []:
-            entity = hit.get("entity", {})
-            hits.append(Hit(url=hit["id"], metadata=entity.get("metadata") or {}, score=float(hit["distance"])))
+            entity = hit.get("entity") or {}
+            url = entity.get("url") or hit.get("id")  # Milvus Lite names no "id"
+            hits.append(Hit(url=url, metadata=entity.get("metadata") or {}, score=float(hit["distance"])))
         return hits
 
     def count(self, spec: ModelSpec) -> int:

@@ -42,6 +42,8 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         await asyncio.to_thread(self.runner.load_models)
+        if self.runner.schema_errors:
+            raise SystemExit("refusing to start: " + "; ".join(self.runner.schema_errors))
         self.connection = await aio_pika.connect_robust(
             self.settings.amqp_url, client_properties={"connection_name": "idios-worker"}
         )

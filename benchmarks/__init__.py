@@ -1,0 +1,1 @@
+"""Benchmarks of Idios: each module runs real processes and prints measured numbers."""
