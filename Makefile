@@ -41,5 +41,5 @@ format: $(VENV)/.dev ## format the code
 	$(BIN)/ruff format app tests
 	$(BIN)/ruff check --fix app tests
 
-doc: $(VENV)/.serve ## regenerate doc/openapi.yaml and doc/api.html
-	$(BIN)/idios openapi --out doc
+doc: $(VENV)/.serve ## regenerate doc/openapi.yaml, doc/api.html and the README's settings table
+	env -u IDIOS_LOG_LEVEL $(BIN)/idios openapi --out doc --readme README.md

@@ -34,7 +34,6 @@ def serve(settings: Settings) -> None:
     from idios.store import Store
     from idios.transport.local import LocalTransport
 
-    settings = settings.model_copy(update={"transport": "local"})
     with milvus_uri(settings.milvus_uri, settings.data_dir) as uri:
         store = Store(
             uri,
@@ -87,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--batch", type=int, default=1000, help="entries per request and per file")
     doc = commands.add_parser("openapi", help="write the static API reference")
     doc.add_argument("--out", type=Path, default=Path("doc"), help="output directory (default %(default)s)")
+    doc.add_argument("--readme", type=Path, help="also refresh the settings table of this README")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -103,10 +103,13 @@ def main(argv: list[str] | None = None) -> None:
         action = backup.dump if args.command == "dump" else backup.restore
         sys.exit(action(args.api, args.model, args.directory, args.batch))
     elif args.command == "openapi":
-        from idios.openapi import write_reference
+        from idios.openapi import update_readme, write_reference
 
-        for path in write_reference(settings, args.out):
+        for path in write_reference(Settings(_env_file=None), args.out):
             print(path)
+        if args.readme:
+            update_readme(args.readme)
+            print(args.readme)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,10 @@ class Settings(BaseSettings):
     request_timeout: float = Field(30.0, gt=0, description="Seconds an interactive request may take before 504.")
     bulk_timeout: float = Field(600.0, gt=0, description="Seconds add_bulk, restore and dump requests may take.")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body (413 beyond).")
-    max_bulk_items: int = Field(1000, gt=0, description="Most items in one add_bulk or restore request.")
+    max_bulk_items: int = Field(1000, gt=0, description="Most items in one add_bulk request.")
+    max_restore_rows: int = Field(10000, gt=0, description="Most rows in one restore request.")
 
     # Transport
-    transport: Literal["local", "amqp"] = Field("amqp", description="How the API reaches job handlers.")
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ connection URL.")
     queue_prefix: str = Field("idios", description="Prefix of every RabbitMQ queue name.")
     prefetch: int = Field(32, gt=0, description="Ingestion jobs a worker holds at once.")

@@ -50,6 +50,7 @@ class JobRunner:
         self.models: dict[str, EmbeddingModel] = {}
         self.status: dict[str, dict[str, str]] = {name: {"status": "loading", "reason": ""} for name in settings.models}
         self.schema_errors: list[str] = []
+        self._model_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="idios-model")
         self._adds: MicroBatcher[dict[str, Any], Envelope] = MicroBatcher(
             self._add_batch, max_size=settings.batch_size, linger=settings.batch_linger_ms / 1000
         )
@@ -96,6 +97,7 @@ class JobRunner:
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()
+        self._model_pool.shutdown(wait=False, cancel_futures=True)
 
     # dispatch
 
@@ -138,8 +140,11 @@ class JobRunner:
         data = await self.fetcher.fetch(url)
         return await asyncio.to_thread(decode_image, data, self.settings)
 
-    async def _embed(self, model: EmbeddingModel, images: list[Any]) -> list[Any]:
-        return await asyncio.to_thread(model.embed_images, images)
+    async def _embed(self, model: EmbeddingModel, images: list[Any], *, urgent: bool = False) -> list[Any]:
+        # Calls waiting for the model lock sit in their own pool, so they never use up the
+        # default pool that store queries and image decoding need.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._model_pool, model.embed_images, images, urgent)
 
     async def _vector_of_url(self, model: EmbeddingModel, url: str) -> Any:
         """A stored url's vector (no download), else the vector of the downloaded image."""
@@ -147,7 +152,7 @@ class JobRunner:
         if url in stored:
             return stored[url]
         image = await self._image(url)
-        return (await self._embed(model, [image]))[0]
+        return (await self._embed(model, [image], urgent=True))[0]
 
     # operations
 
@@ -226,12 +231,12 @@ class JobRunner:
         elif text is not None:
             if not spec.accepts_text:
                 raise Invalid(f"model {spec.name} has no text tower; search it by image", type="no_text_tower")
-            vector = (await asyncio.to_thread(model.embed_texts, [text]))[0]
+            vector = (await asyncio.get_running_loop().run_in_executor(self._model_pool, model.embed_texts, [text]))[0]
         elif image is not None:
             picture = await asyncio.to_thread(
                 decode_image, _base64(image, self.settings.max_download_bytes), self.settings
             )
-            vector = (await self._embed(model, [picture]))[0]
+            vector = (await self._embed(model, [picture], urgent=True))[0]
         else:
             raise Invalid("give exactly one of url, text or image", type="missing_query")
         hits = await asyncio.to_thread(

@@ -1,4 +1,5 @@
-"""The static API reference: `doc/openapi.yaml` and a self-contained HTML page generated from it."""
+"""Generated documentation: `doc/openapi.yaml`, a self-contained HTML page made from it, and the
+README's table of settings."""
 
 from __future__ import annotations
 
@@ -62,3 +63,26 @@ def write_reference(settings: Settings, out: Path) -> list[Path]:
     yaml_path.write_text(yaml.safe_dump(schema, sort_keys=False, allow_unicode=True), encoding="utf-8")
     html_path.write_text(render_html(schema), encoding="utf-8")
     return [yaml_path, html_path]
+
+
+SETTINGS_START, SETTINGS_END = "<!-- settings:start -->", "<!-- settings:end -->"
+
+
+def settings_table() -> str:
+    """Markdown table of every IDIOS_* variable, its default and its description."""
+    rows = ["| Variable | Default | Description |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default
+        if isinstance(default, list):
+            default = ",".join(default)
+        shown = "" if default is None else str(default)
+        rows.append(f"| `IDIOS_{name.upper()}` | `{shown}` | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+def update_readme(path: Path) -> None:
+    """Replace the README's settings table (between the markers) with the generated one."""
+    text = path.read_text(encoding="utf-8")
+    head, rest = text.split(SETTINGS_START, 1)
+    _, tail = rest.split(SETTINGS_END, 1)
+    path.write_text(f"{head}{SETTINGS_START}\n{settings_table()}\n{SETTINGS_END}{tail}", encoding="utf-8")

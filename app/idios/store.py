@@ -15,14 +15,13 @@ from pymilvus import DataType, MilvusClient
 
 from idios import expr
 from idios.errors import Unavailable
+from idios.limits import URL_MAX_CHARS
 from idios.models.base import ModelSpec
 
 log = logging.getLogger("idios.store")
 
-URL_MAX_CHARS = 2083
 # Milvus measures VARCHAR in bytes; four UTF-8 bytes per character bounds any url we accept.
 URL_MAX_BYTES = URL_MAX_CHARS * 4
-METADATA_MAX_CHARS = 65535
 # Milvus refuses offset + limit above this.
 MAX_WINDOW = 16384
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}

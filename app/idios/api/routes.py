@@ -20,6 +20,7 @@ from idios.api.schemas import (
     BulkResult,
     CompareRequest,
     DumpRow,
+    ErrorBody,
     ModelInfo,
     PageRequest,
     RemoveRequest,
@@ -32,7 +33,26 @@ from idios.config import Settings
 from idios.errors import Conflict, IdiosError, Invalid, TooLarge
 from idios.transport import Lane, Transport, make_job
 
-router = APIRouter()
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (404, "Unknown model"),
+        (413, "Body, download or image too large"),
+        (422, "Invalid input, or an image that cannot be fetched or decoded"),
+        (503, "No worker can take the job, or the broker or store is down; retry after Retry-After seconds"),
+        (504, "No worker answered in time"),
+    )
+}
+ADD_BULK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/AddRequest"}}}
+        },
+    }
+}
+
+router = APIRouter(responses=ERRORS)
 
 NO_CONTENT = Response(status_code=204)
 
@@ -91,13 +111,22 @@ async def add(request: Request, model: str, body: AddRequest) -> Response:
     return NO_CONTENT
 
 
-@router.post("/models/{model}/search_add", status_code=204, summary="Add an image unless its url is stored (409)")
+@router.post(
+    "/models/{model}/search_add",
+    status_code=204,
+    summary="Add an image unless its url is stored (409)",
+    responses={409: {"model": ErrorBody, "description": "The url is stored already"}},
+)
 async def search_add(request: Request, model: str, body: AddRequest) -> Response:
     await _call(request, "add", model, {"url": body.url, "metadata": body.metadata, "mode": "new"}, "ingest")
     return NO_CONTENT
 
 
-@router.post("/models/{model}/add_bulk", summary="Add many images; stored urls are reported as found")
+@router.post(
+    "/models/{model}/add_bulk",
+    summary="Add many images; stored urls are reported as found",
+    openapi_extra=ADD_BULK_BODY,
+)
 async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body()]) -> BulkResult:
     settings = _settings(request)
     if len(body) > settings.max_bulk_items:
@@ -145,8 +174,8 @@ async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body
 async def restore(request: Request, model: str, rows: list[RestoreRow]) -> Response:
     spec = models.spec(model)
     settings = _settings(request)
-    if len(rows) > settings.max_bulk_items * 10:
-        raise TooLarge(f"at most {settings.max_bulk_items * 10} rows per request", type="too_many_items")
+    if len(rows) > settings.max_restore_rows:
+        raise TooLarge(f"at most {settings.max_restore_rows} rows per request", type="too_many_items")
     for index, row in enumerate(rows):
         if len(row.embedding) != spec.dim:
             raise Invalid(

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from idios.errors import IdiosError
+from idios.limits import METADATA_MAX_CHARS, URL_MAX_CHARS
 from idios.netguard import validate_url
-from idios.store import METADATA_MAX_CHARS, URL_MAX_CHARS
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 10000
@@ -129,3 +129,12 @@ class ModelInfo(BaseModel):
     description: str
     status: str = Field(description="ready, loading or unavailable")
     reason: str = ""
+
+
+class ErrorItem(BaseModel):
+    msg: str = Field(description="What went wrong, for a person.")
+    type: str = Field(description="What went wrong, for a program.")
+
+
+class ErrorBody(BaseModel):
+    detail: list[ErrorItem]

@@ -6,7 +6,10 @@ which only needs each model's description, stays small.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -20,6 +23,33 @@ if TYPE_CHECKING:
     from idios.config import Settings
 
 VectorKind = Literal["float", "binary"]
+
+
+class PriorityLock:
+    """One forward pass at a time; interactive callers (urgent) go ahead of waiting batches.
+
+    A plain lock would let a search wait behind every queued bulk batch.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._busy = False
+        self._urgent_waiting = 0
+
+    @contextmanager
+    def hold(self, urgent: bool = False) -> Iterator[None]:
+        with self._condition:
+            self._urgent_waiting += urgent
+            while self._busy or (not urgent and self._urgent_waiting):
+                self._condition.wait()
+            self._urgent_waiting -= urgent
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._busy = False
+                self._condition.notify_all()
 
 
 class ModelUnavailable(Exception):
@@ -86,14 +116,15 @@ class EmbeddingModel(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.lock = PriorityLock()
 
     @abstractmethod
     def load(self) -> None:
         """Build the network and its weights; raise ModelUnavailable with the reason when impossible."""
 
     @abstractmethod
-    def embed_images(self, images: list[Image]) -> list[Any]:
-        """One stored-form vector per image, computed in one batch."""
+    def embed_images(self, images: list[Image], urgent: bool = False) -> list[Any]:
+        """One stored-form vector per image, computed in one batch; `urgent` for interactive requests."""
 
     def embed_texts(self, texts: list[str]) -> list[Any]:
         raise Invalid(f"model {self.spec.name} has no text tower; search it by image", type="no_text_tower")

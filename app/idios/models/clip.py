@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable
@@ -44,22 +43,21 @@ class ClipModel(EmbeddingModel):
         self._model = model
         self._preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
         self._tokenizer = open_clip.get_tokenizer(self.architecture)
-        self._lock = threading.Lock()
 
     def _normalised(self, features: Any) -> list[Any]:
         features = features / features.norm(dim=-1, keepdim=True)
         return list(features.float().cpu().numpy())
 
-    def embed_images(self, images: list[Image]) -> list[Any]:
+    def embed_images(self, images: list[Image], urgent: bool = False) -> list[Any]:
         torch = self._torch
         batch = torch.stack([self._preprocess(image) for image in images])
-        with self._lock, torch.inference_mode():
+        with self.lock.hold(urgent), torch.inference_mode():
             return self._normalised(self._model.encode_image(batch))
 
     def embed_texts(self, texts: list[str]) -> list[Any]:
         torch = self._torch
         tokens = self._tokenizer(texts)
-        with self._lock, torch.inference_mode():
+        with self.lock.hold(urgent=True), torch.inference_mode():
             return self._normalised(self._model.encode_text(tokens))
 
 

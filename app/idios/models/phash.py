@@ -22,5 +22,5 @@ class PerceptualHash(EmbeddingModel):
             raise ModelUnavailable(f"missing package: {exc.name}") from exc
         self._imagehash = imagehash
 
-    def embed_images(self, images: list[Image]) -> list[Any]:
+    def embed_images(self, images: list[Image], urgent: bool = False) -> list[Any]:
         return [np.packbits(self._imagehash.phash(image).hash.flatten()).tobytes() for image in images]

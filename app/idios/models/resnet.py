@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable
@@ -42,12 +41,11 @@ class ResNet50(EmbeddingModel):
         self._torch = torch
         self._model = model
         self._preprocess = weights.transforms()
-        self._lock = threading.Lock()
 
-    def embed_images(self, images: list[Image]) -> list[Any]:
+    def embed_images(self, images: list[Image], urgent: bool = False) -> list[Any]:
         torch = self._torch
         batch = torch.stack([self._preprocess(image) for image in images])
-        with self._lock, torch.inference_mode():
+        with self.lock.hold(urgent), torch.inference_mode():
             features = self._model(batch)
             features = features / features.norm(dim=-1, keepdim=True)
         return list(features.float().numpy())
