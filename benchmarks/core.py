@@ -25,12 +25,12 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from imageserver import ImageServer  # noqa: E402
-from photos import PHOTO_NAMES, photo  # noqa: E402
-from stack import free_port, models_ready, wait_until  # noqa: E402
+from idios.config import Settings
+from idios.models import REGISTRY
 
-from idios.config import Settings  # noqa: E402
-from idios.models import REGISTRY  # noqa: E402
+from imageserver import ImageServer
+from photos import PHOTO_NAMES, photo
+from stack import free_port, models_ready, wait_until
 
 IMAGE_HOST = "127.0.0.3"
 
@@ -120,22 +120,35 @@ def main() -> None:
         result = client.post(f"{vit}/add_bulk", json=[{"url": u} for u in urls]).json()
         elapsed = time.perf_counter() - start
         rate = len(result["added"]) / elapsed
-        print(f"add_bulk {len(result['added'])} images ({len(result['failed'])} failed) in {elapsed:.1f}s: "
-              f"{rate:.1f} img/s = {100 * rate / forward:.0f}% of the raw forward rate")
+        print(
+            f"add_bulk {len(result['added'])} images ({len(result['failed'])} failed) in {elapsed:.1f}s: "
+            f"{rate:.1f} img/s = {100 * rate / forward:.0f}% of the raw forward rate"
+        )
 
         rng = np.random.default_rng(3)
         start = time.perf_counter()
         for offset in range(0, args.entries, 5000):
             vectors = rng.standard_normal((5000, 512)).astype(np.float32)
-            rows = [{"url": f"http://synthetic.example/{offset + i:07d}.jpg", "metadata": {"i": offset + i},
-                     "embedding": vector.tolist()} for i, vector in enumerate(vectors)]
+            rows = [
+                {
+                    "url": f"http://synthetic.example/{offset + i:07d}.jpg",
+                    "metadata": {"i": offset + i},
+                    "embedding": vector.tolist(),
+                }
+                for i, vector in enumerate(vectors)
+            ]
             response = client.post(f"{vit}/restore", json=rows)
             response.raise_for_status()
         restore_s = time.perf_counter() - start
         count = client.get(f"{vit}/count").json()
         print(f"restore {args.entries} entries: {args.entries / restore_s:.0f} entries/s; count now {count}")
 
-        timings: dict[str, list[float]] = {"count": [], "search stored url": [], "search new url": [], "search text": []}
+        timings: dict[str, list[float]] = {
+            "count": [],
+            "search stored url": [],
+            "search new url": [],
+            "search text": [],
+        }
         for i in range(40):
             for name, call in (
                 ("count", lambda: client.get(f"{vit}/count")),
@@ -147,7 +160,9 @@ def main() -> None:
                 call().raise_for_status()
                 timings[name].append(time.perf_counter() - start)
         for name, values in timings.items():
-            print(f"{name} at {count} entries: p50 {percentile(values, 50):.1f} ms, p95 {percentile(values, 95):.1f} ms")
+            print(
+                f"{name} at {count} entries: p50 {percentile(values, 50):.1f} ms, p95 {percentile(values, 95):.1f} ms"
+            )
 
         start = time.perf_counter()
         dumped, cursor = 0, None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from imageserver import ImageServer
 from photos import PHOTO_NAMES, encode, jpeg, photo, resized
 from stack import Process, free_port, models_ready, wait_until

@@ -7,6 +7,7 @@ import itertools
 import json
 
 import pytest
+
 from conftest import Stack
 from imageserver import ImageServer
 from photos import jpeg

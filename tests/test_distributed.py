@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import Stack, start_distributed
 from imageserver import ImageServer
 from photos import PHOTO_NAMES

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from idios.config import Settings
 from idios.openapi import settings_table, write_reference
 

@@ -12,12 +12,14 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
+from skimage import data as skdata
+
 from idios.config import Settings
 from idios.errors import IdiosError, Invalid, TooLarge
 from idios.images import ImageFetcher, decode_image, load_image
+
 from imageserver import ImageServer
-from PIL import Image
-from skimage import data as skdata
 
 # ---------------------------------------------------------------- helpers
 

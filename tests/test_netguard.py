@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import pytest
+
 from idios.errors import Invalid
 from idios.netguard import MAX_URL_LENGTH, AddressGuard, url_host_port, validate_url
 
