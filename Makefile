@@ -29,17 +29,17 @@ run: $(VENV)/.serve ## install, then start `idios serve` (API + worker + embedde
 	$(BIN)/idios serve
 
 test: $(VENV)/.dev ## install the dev extras, then lint and run the test suite
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests benchmarks
+	$(BIN)/ruff format --check app tests benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev ## ruff check and format check
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests benchmarks
+	$(BIN)/ruff format --check app tests benchmarks
 
 format: $(VENV)/.dev ## format the code
-	$(BIN)/ruff format app tests
-	$(BIN)/ruff check --fix app tests
+	$(BIN)/ruff format app tests benchmarks
+	$(BIN)/ruff check --fix app tests benchmarks
 
 doc: $(VENV)/.serve ## regenerate doc/openapi.yaml, doc/api.html and the README's settings table
 	env -u IDIOS_LOG_LEVEL $(BIN)/idios openapi --out doc --readme README.md

@@ -127,8 +127,8 @@ def main() -> None:
 
         rng = np.random.default_rng(3)
         start = time.perf_counter()
-        for offset in range(0, args.entries, 5000):
-            vectors = rng.standard_normal((5000, 512)).astype(np.float32)
+        for offset in range(0, args.entries, 2000):
+            vectors = rng.standard_normal((2000, 512)).astype(np.float32)
             rows = [
                 {
                     "url": f"http://synthetic.example/{offset + i:07d}.jpg",
