@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("directory", type=Path)
         sub.add_argument("--api", default="http://127.0.0.1:4213", help="API base url (default %(default)s)")
         sub.add_argument("--batch", type=int, default=1000, help="entries per request and per file")
+    keygen = commands.add_parser("hash-key", help="make an API key (or hash a given one) for IDIOS_API_KEYS")
+    keygen.add_argument("key", nargs="?", help="the key to hash (default: a new random key)")
+    keygen.add_argument("--scope", choices=["read", "write"], default="read")
     doc = commands.add_parser("openapi", help="write the static API reference")
     doc.add_argument("--out", type=Path, default=Path("doc"), help="output directory (default %(default)s)")
     doc.add_argument("--readme", type=Path, help="also refresh the settings table of this README")
@@ -102,6 +105,13 @@ def main(argv: list[str] | None = None) -> None:
 
         action = backup.dump if args.command == "dump" else backup.restore
         sys.exit(action(args.api, args.model, args.directory, args.batch))
+    elif args.command == "hash-key":
+        from idios.auth import hash_key, new_key
+
+        key = args.key or new_key()
+        if not args.key:
+            print(f"key:   {key}")
+        print(f"entry: {args.scope}:{hash_key(key)}")
     elif args.command == "openapi":
         from idios.openapi import update_readme, write_reference
 

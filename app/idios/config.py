@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     port: int = Field(4213, description="Port the API listens on.")
     request_timeout: float = Field(30.0, gt=0, description="Seconds an interactive request may take before 504.")
     bulk_timeout: float = Field(600.0, gt=0, description="Seconds add_bulk, restore and dump requests may take.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="API keys as 'read:<sha256>' or 'write:<sha256>' (comma separated; `idios hash-key` makes one). "
+        "None: the API is open.",
+    )
+    api_keys_file: Path | None = Field(None, description="File with one 'scope:<sha256>' API key entry per line.")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body (413 beyond).")
     max_bulk_items: int = Field(1000, gt=0, description="Most items in one add_bulk request.")
     max_restore_rows: int = Field(10000, gt=0, description="Most rows in one restore request.")
@@ -83,7 +89,7 @@ class Settings(BaseSettings):
     # Worker
     health_port: int = Field(4214, description="Port of the worker's HTTP health check (0 disables it).")
 
-    @field_validator("models", "url_allow_networks", mode="before")
+    @field_validator("models", "url_allow_networks", "api_keys", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

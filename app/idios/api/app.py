@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,9 +14,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idios import __version__
 from idios.api.routes import router
+from idios.auth import KeyRing
 from idios.config import Settings
 from idios.errors import IdiosError
 from idios.transport import Transport
+
+log = logging.getLogger("idios.api")
 
 DESCRIPTION = """Store images by URL and find visually similar ones.
 
@@ -86,6 +90,11 @@ def create_app(settings: Settings, transport: Transport) -> FastAPI:
     app = FastAPI(title="Idios", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.transport = transport
+    app.state.keys = KeyRing.load(settings.api_keys, settings.api_keys_file)
+    if app.state.keys.open:
+        log.warning("no API keys configured: anyone who reaches this API can read and write")
+    else:
+        log.info("API keys: %d configured", len(app.state.keys.scopes))
     app.include_router(router)
 
     @app.exception_handler(IdiosError)

@@ -10,7 +10,8 @@ import base64
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, Request, Response, Security, UploadFile
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from idios import models
@@ -29,6 +30,7 @@ from idios.api.schemas import (
     SearchOptions,
     SearchRequest,
 )
+from idios.auth import Scope
 from idios.config import Settings
 from idios.errors import Conflict, IdiosError, Invalid, TooLarge
 from idios.transport import Lane, Transport, make_job
@@ -50,6 +52,24 @@ ADD_BULK_BODY = {
             "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/AddRequest"}}}
         },
     }
+}
+
+bearer = HTTPBearer(auto_error=False, description="An API key, when the server has keys configured")
+
+
+def _require(scope: Scope) -> Any:
+    async def check(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]):
+        presented = f"Bearer {credentials.credentials}" if credentials else request.headers.get("authorization")
+        request.app.state.keys.check(presented, scope)
+
+    return Depends(check)
+
+
+READ = [_require("read")]
+WRITE = [_require("write")]
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No valid API key"},
+    403: {"model": ErrorBody, "description": "The API key may not do this"},
 }
 
 router = APIRouter(responses=ERRORS)
@@ -84,7 +104,12 @@ async def ping(request: Request, rpc: bool = False) -> str:
     return "pong"
 
 
-@router.get("/models", summary="Every model with its dimension, metric, text support and status")
+@router.get(
+    "/models",
+    dependencies=READ,
+    responses=AUTH_ERRORS,
+    summary="Every model with its dimension, metric, text support and status",
+)
 async def list_models(request: Request) -> list[ModelInfo]:
     status = await _transport(request).model_status()
     answer = []
@@ -105,7 +130,13 @@ async def list_models(request: Request) -> list[ModelInfo]:
     return answer
 
 
-@router.post("/models/{model}/add", status_code=204, summary="Add or replace an image (upsert by url)")
+@router.post(
+    "/models/{model}/add",
+    status_code=204,
+    dependencies=WRITE,
+    responses=AUTH_ERRORS,
+    summary="Add or replace an image (upsert by url)",
+)
 async def add(request: Request, model: str, body: AddRequest) -> Response:
     await _call(request, "add", model, {"url": body.url, "metadata": body.metadata, "mode": "upsert"}, "ingest")
     return NO_CONTENT
@@ -113,9 +144,10 @@ async def add(request: Request, model: str, body: AddRequest) -> Response:
 
 @router.post(
     "/models/{model}/search_add",
+    dependencies=WRITE,
     status_code=204,
     summary="Add an image unless its url is stored (409)",
-    responses={409: {"model": ErrorBody, "description": "The url is stored already"}},
+    responses={**AUTH_ERRORS, 409: {"model": ErrorBody, "description": "The url is stored already"}},
 )
 async def search_add(request: Request, model: str, body: AddRequest) -> Response:
     await _call(request, "add", model, {"url": body.url, "metadata": body.metadata, "mode": "new"}, "ingest")
@@ -124,6 +156,8 @@ async def search_add(request: Request, model: str, body: AddRequest) -> Response
 
 @router.post(
     "/models/{model}/add_bulk",
+    dependencies=WRITE,
+    responses=AUTH_ERRORS,
     summary="Add many images; stored urls are reported as found",
     openapi_extra=ADD_BULK_BODY,
 )
@@ -170,7 +204,13 @@ async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body
     return result
 
 
-@router.post("/models/{model}/restore", status_code=204, summary="Store dumped rows as they are (no download)")
+@router.post(
+    "/models/{model}/restore",
+    status_code=204,
+    dependencies=WRITE,
+    responses=AUTH_ERRORS,
+    summary="Store dumped rows as they are (no download)",
+)
 async def restore(request: Request, model: str, rows: list[RestoreRow]) -> Response:
     spec = models.spec(model)
     settings = _settings(request)
@@ -193,12 +233,22 @@ async def _search(request: Request, model: str, args: dict[str, Any]) -> list[Se
     return await _call(request, "search", model, args, "interactive")
 
 
-@router.post("/models/{model}/search", summary="Similar images to a url, a text or a base64 image; best first")
+@router.post(
+    "/models/{model}/search",
+    dependencies=READ,
+    responses=AUTH_ERRORS,
+    summary="Similar images to a url, a text or a base64 image; best first",
+)
 async def search(request: Request, model: str, body: SearchRequest) -> list[SearchHit]:
     return await _search(request, model, body.model_dump())
 
 
-@router.post("/models/{model}/search/upload", summary="Similar images to an uploaded file (multipart)")
+@router.post(
+    "/models/{model}/search/upload",
+    dependencies=READ,
+    responses=AUTH_ERRORS,
+    summary="Similar images to an uploaded file (multipart)",
+)
 async def search_upload(
     request: Request,
     model: str,
@@ -223,29 +273,47 @@ async def search_upload(
     return await _search(request, model, {**options.model_dump(), "image": base64.b64encode(data).decode()})
 
 
-@router.post("/models/{model}/compare", summary="Similarity 0-100 of two images")
+@router.post(
+    "/models/{model}/compare", dependencies=READ, responses=AUTH_ERRORS, summary="Similarity 0-100 of two images"
+)
 async def compare(request: Request, model: str, body: CompareRequest) -> float:
     return await _call(request, "compare", model, body.model_dump(), "interactive")
 
 
-@router.post("/models/{model}/urls", summary="Stored urls, ascending, strictly after the cursor")
+@router.post(
+    "/models/{model}/urls",
+    dependencies=READ,
+    responses=AUTH_ERRORS,
+    summary="Stored urls, ascending, strictly after the cursor",
+)
 async def urls(request: Request, model: str, body: PageRequest | None = None) -> list[str]:
     page = body or PageRequest()
     return await _call(request, "urls", model, page.model_dump(), "interactive")
 
 
-@router.post("/models/{model}/dump", summary="Stored rows with embeddings, ascending by url, after the cursor")
+@router.post(
+    "/models/{model}/dump",
+    dependencies=READ,
+    responses=AUTH_ERRORS,
+    summary="Stored rows with embeddings, ascending by url, after the cursor",
+)
 async def dump(request: Request, model: str, body: PageRequest | None = None) -> list[DumpRow]:
     page = body or PageRequest()
     return await _call(request, "dump", model, page.model_dump(), "interactive", bulk=True)
 
 
-@router.get("/models/{model}/count", summary="Number of stored images")
+@router.get("/models/{model}/count", dependencies=READ, responses=AUTH_ERRORS, summary="Number of stored images")
 async def count(request: Request, model: str) -> int:
     return await _call(request, "count", model, {}, "interactive")
 
 
-@router.post("/models/{model}/remove", status_code=204, summary="Remove an image by url")
+@router.post(
+    "/models/{model}/remove",
+    status_code=204,
+    dependencies=WRITE,
+    responses=AUTH_ERRORS,
+    summary="Remove an image by url",
+)
 async def remove(request: Request, model: str, body: RemoveRequest) -> Response:
     await _call(request, "remove", model, {"url": body.url}, "ingest")
     return NO_CONTENT
