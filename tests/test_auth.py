@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from idios.api.app import create_app
 from idios.auth import KeyRing, hash_key, parse_entry
-from idios.config import Settings
+from idios.config import Settings, default_credential_problems
 from idios.transport.amqp import AmqpTransport
 
 READ_KEY, WRITE_KEY = "reader-secret-1", "writer-secret-2"
@@ -79,3 +79,38 @@ def test_key_entries_are_validated() -> None:
         with pytest.raises(ValueError):
             parse_entry(bad)
     assert KeyRing.load([], None).open
+
+
+@pytest.mark.parametrize(
+    ("amqp", "milvus", "token", "allowed", "refused"),
+    [
+        ("amqp://guest:guest@127.0.0.1:5672/", "http://127.0.0.1:19530", "root:Milvus", False, 0),
+        ("amqp://rabbit.internal/", "http://milvus:19530", "", False, 1),
+        ("amqp://guest:guest@10.0.0.5:5672/", "http://milvus:19530", "root:Milvus", False, 2),
+        ("amqp://idios:s3cret@rabbit:5672/", "http://milvus:19530", "idios:s3cret", False, 0),
+        ("amqp://guest:guest@rabbit:5672/", "http://milvus:19530", "root:Milvus", True, 0),
+    ],
+)
+def test_default_credentials_are_refused_off_loopback(amqp, milvus, token, allowed, refused) -> None:
+    settings = Settings(
+        _env_file=None, amqp_url=amqp, milvus_uri=milvus, milvus_token=token, allow_default_credentials=allowed
+    )
+    assert len(default_credential_problems(settings, broker=True, milvus=True)) == refused
+
+
+def test_credentials_can_come_from_files(tmp_path) -> None:
+    (tmp_path / "amqp").write_text("amqp://idios:from-file@rabbit:5672/\n")
+    (tmp_path / "token").write_text("idios:token-from-file\n")
+    settings = Settings(_env_file=None, amqp_url_file=tmp_path / "amqp", milvus_token_file=tmp_path / "token")
+    assert settings.amqp_url == "amqp://idios:from-file@rabbit:5672/"
+    assert settings.milvus_token == "idios:token-from-file"
+
+
+def test_api_refuses_to_start_with_guest_on_a_remote_broker() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "IDIOS_AMQP_URL": "amqp://guest:guest@192.0.2.10:5672/"}
+    result = subprocess.run([sys.executable, "-m", "idios", "api"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "guest/guest" in result.stderr

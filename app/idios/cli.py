@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from idios.config import Settings
+from idios.config import Settings, default_credential_problems
 
 
 def _logging(settings: Settings) -> None:
@@ -50,10 +50,17 @@ def serve(settings: Settings) -> None:
             store.close()
 
 
+def _refuse_default_credentials(settings: Settings, *, milvus: bool) -> None:
+    problems = default_credential_problems(settings, broker=True, milvus=milvus)
+    if problems:
+        sys.exit("refusing to start: " + "; ".join(problems) + " (or IDIOS_ALLOW_DEFAULT_CREDENTIALS=true)")
+
+
 def api(settings: Settings) -> None:
     """The stateless HTTP API; jobs go to workers through RabbitMQ."""
     import uvicorn
 
+    _refuse_default_credentials(settings, milvus=False)
     from idios.api.app import create_app
     from idios.transport.amqp import AmqpTransport
 
@@ -65,6 +72,7 @@ def worker(settings: Settings) -> None:
     from idios.embedded import milvus_uri
     from idios.worker import run_worker
 
+    _refuse_default_credentials(settings, milvus=True)
     with milvus_uri(settings.milvus_uri, settings.data_dir) as uri:
         run_worker(settings.model_copy(update={"milvus_uri": uri}))
 

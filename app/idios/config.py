@@ -6,8 +6,9 @@ import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_USER_AGENT = "Idios/0.1 (+https://github.com/idios/idios; reverse image search)"
@@ -43,6 +44,12 @@ class Settings(BaseSettings):
 
     # Transport
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ connection URL.")
+    amqp_url_file: Path | None = Field(None, description="File holding the RabbitMQ URL (a Docker secret, say).")
+    allow_default_credentials: bool = Field(
+        False,
+        description="Allow guest/guest RabbitMQ and root:Milvus Milvus credentials on a non-loopback host "
+        "(development only).",
+    )
     queue_prefix: str = Field("idios", description="Prefix of every RabbitMQ queue name.")
     prefetch: int = Field(32, gt=0, description="Ingestion jobs a worker holds at once.")
     interactive_prefetch: int = Field(8, gt=0, description="Interactive jobs a worker holds at once.")
@@ -54,6 +61,7 @@ class Settings(BaseSettings):
         "a Milvus Lite file path (*.db), or http://host:19530.",
     )
     milvus_token: str = Field("", description="Milvus token ('user:password'); empty when auth is off.")
+    milvus_token_file: Path | None = Field(None, description="File holding the Milvus token.")
     milvus_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = Field(
         "Session", description="Consistency level of similarity searches (counts and listings are always Strong)."
     )
@@ -89,6 +97,14 @@ class Settings(BaseSettings):
     # Worker
     health_port: int = Field(4214, description="Port of the worker's HTTP health check (0 disables it).")
 
+    @model_validator(mode="after")
+    def _secret_files(self) -> Settings:
+        if self.amqp_url_file is not None:
+            self.amqp_url = Path(self.amqp_url_file).read_text().strip()
+        if self.milvus_token_file is not None:
+            self.milvus_token = Path(self.milvus_token_file).read_text().strip()
+        return self
+
     @field_validator("models", "url_allow_networks", "api_keys", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -105,3 +121,32 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def _loopback(host: str | None) -> bool:
+    if not host or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_credential_problems(settings: Settings, *, broker: bool, milvus: bool) -> list[str]:
+    """Well-known default credentials used against a non-loopback host; empty when none or allowed."""
+    if settings.allow_default_credentials:
+        return []
+    problems = []
+    if broker:
+        url = urlsplit(settings.amqp_url)
+        if (
+            (url.username or "guest") == "guest"
+            and (url.password or "guest") == "guest"
+            and not _loopback(url.hostname)
+        ):
+            problems.append(f"RabbitMQ at {url.hostname} with guest/guest: set a user and password in IDIOS_AMQP_URL")
+    if milvus and settings.milvus_token in ("root:Milvus",):
+        host = urlsplit(settings.milvus_uri).hostname
+        if settings.milvus_uri.startswith(("http://", "https://")) and not _loopback(host):
+            problems.append(f"Milvus at {host} with root:Milvus: set another password in IDIOS_MILVUS_TOKEN")
+    return problems
