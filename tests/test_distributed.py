@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -102,3 +103,51 @@ def test_worker_killed_during_add_bulk_loses_nothing(cluster: Stack, images: Ima
         assert client.get(f"{VIT}/count").json() == len(stored)
     replacement = cluster.start_worker("worker3")
     wait_until(lambda: "worker ready" in replacement.log(), 120, "the replacement worker", [replacement])
+
+
+def test_full_ingestion_queue_answers_503_and_stale_jobs_are_dropped(cluster: Stack, images: ImageServer) -> None:
+    """A paused worker lets the queue fill: adds get 503 + Retry-After; jobs past their deadline are not run."""
+    env = {
+        **cluster.env,
+        "IDIOS_QUEUE_PREFIX": cluster.env["IDIOS_QUEUE_PREFIX"] + "-bp",
+        "IDIOS_PREFETCH": "1",
+        "IDIOS_MAX_QUEUED_JOBS": "3",
+        "IDIOS_REQUEST_TIMEOUT": "4",
+        "IDIOS_MODELS": "phash",
+        "IDIOS_PORT": str(free_port()),
+        "IDIOS_HEALTH_PORT": str(free_port()),
+    }
+    base = f"http://127.0.0.1:{env['IDIOS_PORT']}"
+    api = Process("api-bp", ["api"], env, cluster.log_dir)
+    worker = Process("worker-bp", ["worker"], env, cluster.log_dir)
+    try:
+        wait_until(lambda: models_ready(base, ("phash",)), 120, "the back-pressure stack", [api, worker])
+        worker.proc.send_signal(signal.SIGSTOP)
+        statuses: list[int] = []
+        headers: list[str | None] = []
+
+        def add(i: int) -> None:
+            response = httpx.post(f"{base}/models/phash/add", json={"url": images.url(f"/moon.jpg?bp={i}")}, timeout=30)
+            statuses.append(response.status_code)
+            headers.append(response.headers.get("retry-after"))
+
+        threads = []
+        for i in range(10):
+            threads.append(threading.Thread(target=add, args=(i,)))
+            threads[-1].start()
+            time.sleep(0.4)
+        for thread in threads:
+            thread.join(30)
+        assert 503 in statuses, statuses
+        assert all(h for s, h in zip(statuses, headers, strict=True) if s == 503)
+        assert set(statuses) <= {503, 504}, statuses
+        worker.proc.send_signal(signal.SIGCONT)
+        health = f"http://127.0.0.1:{env['IDIOS_HEALTH_PORT']}/health"
+        wait_until(lambda: httpx.get(health, timeout=5).json()["expired_jobs"] >= 1, 30, "dropped jobs", [worker])
+        response = httpx.post(f"{base}/models/phash/add", json={"url": images.url("/moon.jpg?bp=after")}, timeout=30)
+        assert response.status_code == 204
+    finally:
+        if worker.alive():
+            worker.proc.send_signal(signal.SIGCONT)
+        worker.stop()
+        api.stop()

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         "(development only).",
     )
     queue_prefix: str = Field("idios", description="Prefix of every RabbitMQ queue name.")
+    max_queued_jobs: int = Field(
+        1000, gt=0, description="Ingestion jobs allowed to wait; beyond, add answers 503 with Retry-After."
+    )
     prefetch: int = Field(32, gt=0, description="Ingestion jobs a worker holds at once.")
     interactive_prefetch: int = Field(8, gt=0, description="Interactive jobs a worker holds at once.")
 

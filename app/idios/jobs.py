@@ -50,6 +50,8 @@ class JobRunner:
         self.models: dict[str, EmbeddingModel] = {}
         self.status: dict[str, dict[str, str]] = {name: {"status": "loading", "reason": ""} for name in settings.models}
         self.schema_errors: list[str] = []
+        self.adds_in_flight = 0
+        self.expired = 0
         self._model_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="idios-model")
         self._adds: MicroBatcher[dict[str, Any], Envelope] = MicroBatcher(
             self._add_batch, max_size=settings.batch_size, linger=settings.batch_linger_ms / 1000
@@ -105,6 +107,8 @@ class JobRunner:
         op = job.get("op")
         try:
             if time.time() > float(job.get("deadline", 0) or 0):
+                self.expired += 1
+                log.info("dropped a %s job: its deadline passed before it started", op)
                 raise Timeout("the request's deadline passed before a worker could start it", type="deadline")
             handler = getattr(self, f"op_{op}", None)
             if handler is None:
@@ -164,7 +168,11 @@ class JobRunner:
 
     async def op_add(self, model: EmbeddingModel, url: str, metadata: dict | None = None, mode: str = "upsert") -> str:
         """Adds go through the batcher; concurrent adds for a model share one forward pass."""
-        envelope = await self._adds.submit(model.spec.name, {"url": url, "metadata": metadata, "mode": mode})
+        self.adds_in_flight += 1
+        try:
+            envelope = await self._adds.submit(model.spec.name, {"url": url, "metadata": metadata, "mode": mode})
+        finally:
+            self.adds_in_flight -= 1
         if not envelope["ok"]:
             raise IdiosError.from_wire(envelope["error"])
         return envelope["value"]

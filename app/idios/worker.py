@@ -114,7 +114,8 @@ class Worker:
             milvus = True
         except Exception:
             milvus = False
-        return broker and milvus, {"broker": broker, "milvus": milvus, "models": self.runner.status}
+        body = {"broker": broker, "milvus": milvus, "models": self.runner.status, "expired_jobs": self.runner.expired}
+        return broker and milvus, body
 
     async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -86,13 +86,20 @@ def _settings(request: Request) -> Settings:
 
 
 async def _call(
-    request: Request, op: str, model: str | None, args: dict[str, Any], lane: Lane, *, bulk: bool = False
+    request: Request,
+    op: str,
+    model: str | None,
+    args: dict[str, Any],
+    lane: Lane,
+    *,
+    bulk: bool = False,
+    admit: bool = False,
 ) -> Any:
     if model is not None:
         models.spec(model)  # 404 for an unknown model before anything is queued
     settings = _settings(request)
     transport = _transport(request)
-    await transport.ready(model)
+    await transport.ready(model, admit=admit)
     timeout = settings.bulk_timeout if bulk else settings.request_timeout
     return await transport.call(make_job(op, model, args, timeout), lane)
 
@@ -138,7 +145,8 @@ async def list_models(request: Request) -> list[ModelInfo]:
     summary="Add or replace an image (upsert by url)",
 )
 async def add(request: Request, model: str, body: AddRequest) -> Response:
-    await _call(request, "add", model, {"url": body.url, "metadata": body.metadata, "mode": "upsert"}, "ingest")
+    args = {"url": body.url, "metadata": body.metadata, "mode": "upsert"}
+    await _call(request, "add", model, args, "ingest", admit=True)
     return NO_CONTENT
 
 
@@ -150,7 +158,8 @@ async def add(request: Request, model: str, body: AddRequest) -> Response:
     responses={**AUTH_ERRORS, 409: {"model": ErrorBody, "description": "The url is stored already"}},
 )
 async def search_add(request: Request, model: str, body: AddRequest) -> Response:
-    await _call(request, "add", model, {"url": body.url, "metadata": body.metadata, "mode": "new"}, "ingest")
+    args = {"url": body.url, "metadata": body.metadata, "mode": "new"}
+    await _call(request, "add", model, args, "ingest", admit=True)
     return NO_CONTENT
 
 
@@ -166,7 +175,7 @@ async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body
     if len(body) > settings.max_bulk_items:
         raise TooLarge(f"at most {settings.max_bulk_items} items per request, got {len(body)}", type="too_many_items")
     models.spec(model)
-    await _transport(request).ready(model)
+    await _transport(request).ready(model, admit=True)
     result = BulkResult(added=[], found=[], failed=[])
     items: list[AddRequest] = []
     for raw in body:

@@ -32,8 +32,9 @@ class Transport(ABC):
         """{model name: {"status": ready|loading|unavailable, "reason": str}} for every known model."""
 
     @abstractmethod
-    async def ready(self, model: str | None) -> None:
-        """Raise Unavailable (503) when no worker could take a job for this model right now."""
+    async def ready(self, model: str | None, *, admit: bool = False) -> None:
+        """Raise Unavailable (503) when no worker could take a job for this model right now, or,
+        with `admit`, when too many ingestion jobs are waiting already (back-pressure)."""
 
 
 def make_job(op: str, model: str | None, args: dict[str, Any] | None, timeout: float) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from idios.transport.queues import LANES, declare, decode, encode, queue_name
 
 log = logging.getLogger("idios.transport.amqp")
 
-CONSUMER_CACHE_SECONDS = 1.0
+QUEUE_CACHE_SECONDS = 1.0
 STATUS_TIMEOUT = 2.0
 
 
@@ -35,7 +35,7 @@ class AmqpTransport(Transport):
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._consumers: dict[str, tuple[float, int]] = {}
+        self._queues: dict[str, tuple[float, int, int]] = {}
         self._connect_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
 
@@ -75,7 +75,7 @@ class AmqpTransport(Transport):
 
     def _on_connection_lost(self, *_: Any) -> None:
         self._connected.clear()
-        self._consumers.clear()
+        self._queues.clear()
         self._fail_pending(Unavailable("lost the connection to the job broker; try again", type="broker_unavailable"))
 
     def _on_reconnect(self, *_: Any) -> None:
@@ -147,11 +147,12 @@ class AmqpTransport(Transport):
 
     # readiness
 
-    async def _consumer_count(self, name: str) -> int:
-        cached = self._consumers.get(name)
+    async def _queue_state(self, name: str) -> tuple[int, int]:
+        """(consumers, waiting messages) of a queue, cached for a second."""
+        cached = self._queues.get(name)
         now = time.monotonic()
-        if cached and now - cached[0] < CONSUMER_CACHE_SECONDS:
-            return cached[1]
+        if cached and now - cached[0] < QUEUE_CACHE_SECONDS:
+            return cached[1], cached[2]
         channel = self._live_channel()
         try:
             # aio-pika's declare_queue keeps the first declaration's answer; ask the broker itself.
@@ -159,15 +160,22 @@ class AmqpTransport(Transport):
             declared = await underlay.queue_declare(name, passive=True)
         except Exception as exc:
             raise Unavailable(f"the job broker failed: {exc}", type="broker_unavailable") from None
-        count = int(declared.consumer_count or 0)
-        self._consumers[name] = (now, count)
-        return count
+        state = (int(declared.consumer_count or 0), int(declared.message_count or 0))
+        self._queues[name] = (now, *state)
+        return state
 
-    async def ready(self, model: str | None) -> None:
-        name = queue_name(self.settings.queue_prefix, model, "interactive")
-        if await self._consumer_count(name) == 0:
+    async def _consumer_count(self, name: str) -> int:
+        return (await self._queue_state(name))[0]
+
+    async def ready(self, model: str | None, *, admit: bool = False) -> None:
+        prefix = self.settings.queue_prefix
+        if await self._consumer_count(queue_name(prefix, model, "interactive")) == 0:
             what = f"model {model}" if model else "jobs"
             raise Unavailable(f"no worker is connected that serves {what}", type="no_worker")
+        if admit:
+            _, waiting = await self._queue_state(queue_name(prefix, model, "ingest"))
+            if waiting >= self.settings.max_queued_jobs:
+                raise Unavailable(f"{waiting} images are waiting to be added; try again shortly", type="queue_full")
 
     async def model_status(self) -> dict[str, dict[str, str]]:
         reported: dict[str, dict[str, str]] = {}

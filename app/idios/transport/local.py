@@ -36,9 +36,13 @@ class LocalTransport(Transport):
         status.update({name: dict(state) for name, state in self.runner.status.items() if name in REGISTRY})
         return status
 
-    async def ready(self, model: str | None) -> None:
+    async def ready(self, model: str | None, *, admit: bool = False) -> None:
         if model is None:
             return
+        if admit and self.runner.adds_in_flight >= self.runner.settings.max_queued_jobs:
+            raise Unavailable(
+                f"{self.runner.adds_in_flight} images are waiting to be added; try again shortly", type="queue_full"
+            )
         state = self.runner.status.get(model)
         if state is None or state["status"] != "ready":
             reason = state["reason"] if state and state["reason"] else (state or {}).get("status", "not loaded")
