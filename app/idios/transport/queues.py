@@ -17,9 +17,21 @@ def queue_name(prefix: str, model: str | None, lane: Lane = "interactive") -> st
     return f"{prefix}.control" if model is None else f"{prefix}.{model}.{lane}"
 
 
+# A job redelivered this often (it keeps killing workers, say) is dropped rather than retried forever.
+DELIVERY_LIMIT = 5
+
+
+def queue_arguments(name: str) -> dict[str, Any]:
+    """Ingestion queues are quorum queues (replicated, durable, with a delivery limit against poison
+    jobs); interactive and control queues are classic: their jobs die with their requests anyway."""
+    if name.endswith(".ingest"):
+        return {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT}
+    return {}
+
+
 async def declare(channel: aio_pika.abc.AbstractChannel, name: str) -> aio_pika.abc.AbstractQueue:
-    """Durable queues: an accepted ingestion job survives a broker restart (messages are persistent)."""
-    return await channel.declare_queue(name, durable=True)
+    """Every job queue is durable; ingestion messages are also persistent, so they survive a broker restart."""
+    return await channel.declare_queue(name, durable=True, arguments=queue_arguments(name))
 
 
 def encode(value: Any) -> bytes:
