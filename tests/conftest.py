@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from imageserver import ImageServer
 from photos import PHOTO_NAMES, encode, jpeg, photo, resized
-from stack import Process, free_port, models_ready, wait_until
+from stack import Process, free_port, models_ready, port_free, wait_until
 
 IMAGE_HOST = "127.0.0.2"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -25,19 +26,44 @@ def artifacts() -> Path:
     return path
 
 
+class MilvusUnderTest:
+    """The session's Milvus: its URI, and a restart for fault tests when the suite started it."""
+
+    def __init__(self, uri: str, server: object | None) -> None:
+        self.uri = uri
+        self.server = server
+
+    def restart(self, down_seconds: float = 3.0) -> None:
+        assert self.server is not None, "IDIOS_TEST_MILVUS_URI names a server this suite cannot restart"
+        port = self.server.listen_port
+        self.server.stop()
+        time.sleep(down_seconds)
+        wait_until(lambda: port_free(port), 60, f"port {port} to be free")
+        self.server.start()
+        assert self.server.listen_port == port, "Milvus came back on another port"
+
+
 @pytest.fixture(scope="session")
-def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusUnderTest]:
     """A real Milvus 2.3 standalone server (PyPI package `milvus`) for the whole session.
 
     IDIOS_TEST_MILVUS_URI points the suite at a server that is already running instead.
     """
     if os.environ.get("IDIOS_TEST_MILVUS_URI"):
-        yield os.environ["IDIOS_TEST_MILVUS_URI"]
+        yield MilvusUnderTest(os.environ["IDIOS_TEST_MILVUS_URI"], None)
         return
-    from idios.embedded import milvus_uri as embedded
+    from idios.embedded import start_bundled_server
 
-    with embedded("embedded", tmp_path_factory.mktemp("milvus")) as uri:
-        yield uri
+    server = start_bundled_server(tmp_path_factory.mktemp("milvus"))
+    try:
+        yield MilvusUnderTest(f"http://127.0.0.1:{server.listen_port}", server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(milvus: MilvusUnderTest) -> str:
+    return milvus.uri
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,10 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from milvus import MilvusServer
 
 log = logging.getLogger("idios.embedded")
 
@@ -40,7 +44,7 @@ def milvus_uri(uri: str, data_dir: Path) -> Iterator[str]:
         yield uri
         return
     try:
-        from milvus import MilvusServer
+        import milvus  # noqa: F401
     except ImportError:
         path = Path(data_dir) / "milvus-lite.db"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +56,18 @@ def milvus_uri(uri: str, data_dir: Path) -> Iterator[str]:
             f"port {ETCD_PEER_PORT} is taken, most likely by another embedded Milvus on this machine; "
             "stop it, or point IDIOS_MILVUS_URI at a running Milvus (http://host:19530)"
         )
+    server = start_bundled_server(data_dir)
+    try:
+        yield f"http://127.0.0.1:{server.listen_port}"
+    finally:
+        log.info("stopping the bundled Milvus server")
+        server.stop()
+
+
+def start_bundled_server(data_dir: Path) -> MilvusServer:
+    """Start the `milvus` package's standalone server with its files under `data_dir/milvus`."""
+    from milvus import MilvusServer
+
     base = (Path(data_dir) / "milvus").resolve()
     base.mkdir(parents=True, exist_ok=True)
     server = MilvusServer()
@@ -60,8 +76,4 @@ def milvus_uri(uri: str, data_dir: Path) -> Iterator[str]:
     log.info("starting the bundled Milvus server in %s", base)
     server.start()
     log.info("Milvus server listening on 127.0.0.1:%d", server.listen_port)
-    try:
-        yield f"http://127.0.0.1:{server.listen_port}"
-    finally:
-        log.info("stopping the bundled Milvus server")
-        server.stop()
+    return server
