@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from idios import expr
@@ -116,8 +117,10 @@ class Store:
     def _storable(spec: ModelSpec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if spec.vector_kind == "binary":
             return [{"url": r["url"], "vector": bytes(r["vector"]), "metadata": r["metadata"] or {}} for r in rows]
+        # pymilvus takes numpy float32 vectors as they are; a list of Python floats would cost a copy.
         return [
-            {"url": r["url"], "vector": list(map(float, r["vector"])), "metadata": r["metadata"] or {}} for r in rows
+            {"url": r["url"], "vector": np.asarray(r["vector"], dtype=np.float32), "metadata": r["metadata"] or {}}
+            for r in rows
         ]
 
     # reads
