@@ -111,13 +111,9 @@ class Broker:
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                pass
-        # the Erlang VM and its helpers share the script's process group (its own session); epmd does not
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
+                # the Erlang VM and its helpers share the script's process group (its own session)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
         deadline = time.monotonic() + 10
         while _listening(self.port) and time.monotonic() < deadline:
             time.sleep(0.1)

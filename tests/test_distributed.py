@@ -151,3 +151,27 @@ def test_full_ingestion_queue_answers_503_and_stale_jobs_are_dropped(cluster: St
             worker.proc.send_signal(signal.SIGCONT)
         worker.stop()
         api.stop()
+
+
+def test_sigterm_on_a_worker_finishes_its_jobs_then_exits(cluster: Stack, images: ImageServer) -> None:
+    urls = [f"{images.url(f'/{name}.jpg')}?term={i}" for i in range(6) for name in PHOTO_NAMES]
+    result: dict = {}
+
+    def bulk() -> None:
+        with cluster.client(timeout=300) as client:
+            response = client.post(f"{VIT}/add_bulk", json=[{"url": u} for u in urls])
+            result["status"], result["body"] = response.status_code, response.json()
+
+    thread = threading.Thread(target=bulk)
+    thread.start()
+    victim = next(p for p in cluster.processes if p.name.startswith("worker") and p.alive())
+    with cluster.client() as client:
+        start = client.get(f"{VIT}/count").json()
+        wait_until(lambda: client.get(f"{VIT}/count").json() >= start + 5, 120, "the first adds", [victim])
+    victim.proc.send_signal(signal.SIGTERM)
+    assert victim.proc.wait(60) == 0
+    assert "stopping: no new jobs" in victim.log()
+    thread.join(300)
+    assert result["status"] == 200 and sorted(result["body"]["added"]) == sorted(urls), result["body"]["failed"]
+    replacement = cluster.start_worker("worker-after-term")
+    wait_until(lambda: "worker ready" in replacement.log(), 120, "the replacement worker", [replacement])

@@ -44,9 +44,7 @@ class Worker:
         await asyncio.to_thread(self.runner.load_models)
         if self.runner.schema_errors:
             raise SystemExit("refusing to start: " + "; ".join(self.runner.schema_errors))
-        self.connection = await aio_pika.connect_robust(
-            self.settings.amqp_url, client_properties={"connection_name": "idios-worker"}
-        )
+        self.connection = await self._connect()
         interactive = await self.connection.channel()
         await interactive.set_qos(prefetch_count=self.settings.interactive_prefetch)
         ingest = await self.connection.channel()
@@ -69,6 +67,22 @@ class Worker:
             health.close()
         await self.connection.close()
         await self.runner.aclose()
+
+    async def _connect(self) -> aio_pika.abc.AbstractRobustConnection:
+        """The first connection is retried until the broker answers (it may start after us); later
+        losses are handled by the robust connection, which reconnects and resumes consuming."""
+        delay = 0.5
+        while True:
+            try:
+                return await aio_pika.connect_robust(
+                    self.settings.amqp_url, client_properties={"connection_name": "idios-worker"}
+                )
+            except (OSError, aio_pika.exceptions.AMQPError) as exc:
+                if self._stopping.is_set():
+                    raise SystemExit("stopped before the broker could be reached") from None
+                log.warning("cannot reach RabbitMQ (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _consume(self, channel: AbstractChannel, name: str) -> None:
         queue = await declare(channel, name)
