@@ -12,20 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from idios.errors import IdiosError
+from idios.errors import Forbidden, Unauthorized
 
 Scope = Literal["read", "write"]
 SCOPES: tuple[Scope, ...] = ("read", "write")
-
-
-class Unauthorized(IdiosError):
-    status = 401
-    type = "unauthorized"
-
-
-class Forbidden(IdiosError):
-    status = 403
-    type = "forbidden"
 
 
 def hash_key(key: str) -> str:

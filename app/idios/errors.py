@@ -37,6 +37,16 @@ class IdiosError(Exception):
         )
 
 
+class Unauthorized(IdiosError):
+    status = 401
+    type = "unauthorized"
+
+
+class Forbidden(IdiosError):
+    status = 403
+    type = "forbidden"
+
+
 class NotFound(IdiosError):
     status = 404
     type = "not_found"

@@ -147,7 +147,12 @@ async def list_models(request: Request) -> list[ModelInfo]:
     summary="Add or replace an image (upsert by url)",
 )
 async def add(request: Request, model: str, body: AddRequest) -> Response:
-    args = {"url": body.url, "metadata": body.metadata, "mode": "upsert"}
+    return await _add(request, model, body, "upsert")
+
+
+async def _add(request: Request, model: str, body: AddRequest, mode: str) -> Response:
+    """One image: `upsert` replaces a stored url's entry, `new` refuses it with 409."""
+    args = {"url": body.url, "metadata": body.metadata, "mode": mode}
     await _call(request, "add", model, args, "ingest", admit=True)
     return NO_CONTENT
 
@@ -160,9 +165,7 @@ async def add(request: Request, model: str, body: AddRequest) -> Response:
     responses={**AUTH_ERRORS, 409: {"model": ErrorBody, "description": "The url is stored already"}},
 )
 async def search_add(request: Request, model: str, body: AddRequest) -> Response:
-    args = {"url": body.url, "metadata": body.metadata, "mode": "new"}
-    await _call(request, "add", model, args, "ingest", admit=True)
-    return NO_CONTENT
+    return await _add(request, model, body, "new")
 
 
 @router.post(
