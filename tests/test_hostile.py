@@ -313,7 +313,12 @@ def test_bad_urls_are_refused_before_any_download(stack: Stack, route: str, body
 
 @pytest.mark.parametrize(
     "url",
-    ["http://localhost/a.jpg", "http://localhost:4213/ping", "http://127.0.0.1:4213/ping", "http://[::ffff:127.0.0.1]/"],
+    [
+        "http://localhost/a.jpg",
+        "http://localhost:4213/ping",
+        "http://127.0.0.1:4213/ping",
+        "http://[::ffff:127.0.0.1]/",
+    ],
 )
 def test_private_hosts_are_refused(stack: Stack, url: str) -> None:
     with stack.client() as client:
@@ -487,6 +492,8 @@ def test_unknown_models(stack: Stack, method: str, path: str, body: object) -> N
         (f"{VIT}/add", b"{not json", "json_invalid"),
         (f"{VIT}/search", b'{"text": "x",}', "json_invalid"),
         (f"{VIT}/add_bulk", b"\xff\xfe\x00garbage", None),
+        (f"{VIT}/add", b'{"url": "http://127.0.0.2/\xff.jpg"}', None),
+        (f"{VIT}/urls", b"(\xff", None),
         (f"{VIT}/urls", b"nul\x00l", None),
         (f"{VIT}/add", b"[]", None),
         (f"{VIT}/add", b'[{"url": "http://127.0.0.2/a.jpg"}]', None),
@@ -530,7 +537,17 @@ def test_add_bulk_limits_and_non_object_items(stack: Stack, images: ImageServer)
         too_many = [{"url": images.url(f"/moon.jpg?k=many{i}")} for i in range(1001)]
         assert_refused(client.post(f"{VIT}/add_bulk", json=too_many), 413, "too_many_items")
         assert_refused(client.post(f"{VIT}/add_bulk", json=[1] * 1001), 413, "too_many_items")
-        weird = [1, "http://127.0.0.2/a.jpg", None, [{"url": good}], {"url": 7}, {"link": good}, 2.5, True, {"url": good}]
+        weird = [
+            1,
+            "http://127.0.0.2/a.jpg",
+            None,
+            [{"url": good}],
+            {"url": 7},
+            {"link": good},
+            2.5,
+            True,
+            {"url": good},
+        ]
         response = client.post(f"{VIT}/add_bulk", json=weird)
         assert response.status_code == 200, response.text
         result = response.json()

@@ -96,6 +96,7 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        job: object = None
         try:
             job = decode(message.body)
             if not isinstance(job, dict):
@@ -105,12 +106,18 @@ class Worker:
             envelope = failed(Invalid(f"unreadable job: {exc}", type="bad_job"))
         else:
             envelope = await self.runner.run(job)
-        if message.reply_to:
-            await channel.default_exchange.publish(
-                aio_pika.Message(_encode_envelope(envelope), correlation_id=message.correlation_id),
-                routing_key=message.reply_to,
+        try:
+            if message.reply_to:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(_encode_envelope(envelope), correlation_id=message.correlation_id),
+                    routing_key=message.reply_to,
+                )
+            await message.ack()
+        except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+            # The job's effect is stored (upserts are idempotent); unacked, it is redelivered and answered again.
+            log.warning(
+                "broker connection lost before a %s job was answered (%s); it will be redelivered", job_op(job), exc
             )
-        await message.ack()
 
     # health check: a bare HTTP/1.0 answer; a web framework here would take over the worker's signals
 
@@ -143,6 +150,10 @@ class Worker:
             await writer.drain()
         finally:
             writer.close()
+
+
+def job_op(job: object) -> str:
+    return str(job.get("op")) if isinstance(job, dict) else "unreadable"
 
 
 def _encode_envelope(envelope: dict[str, Any]) -> bytes:
