@@ -378,9 +378,10 @@ def test_metadata_size_limit_is_exact(stack: Stack, images: ImageServer) -> None
     embedding = [1.0] + [0.0] * 511
 
     def metadata(size: int) -> dict:
-        padding = size - len(json.dumps({"x": "猫"}, ensure_ascii=False)) + 1
-        value = {"x": "猫" * padding}
-        assert len(json.dumps(value, ensure_ascii=False)) == size
+        """Metadata of exactly `size` bytes once serialised as UTF-8 JSON, mostly 3-byte characters."""
+        fill = size - len(json.dumps({"x": ""}).encode())
+        value = {"x": "猫" * (fill // 3) + "a" * (fill % 3)}
+        assert len(json.dumps(value, ensure_ascii=False).encode()) == size
         return value
 
     with stack.client() as client:

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idios import __version__
@@ -101,6 +102,17 @@ def create_app(settings: Settings, transport: Transport) -> FastAPI:
     async def idios_error(request: Request, exc: IdiosError) -> JSONResponse:
         headers = {"Retry-After": "5"} if exc.status == 503 else None
         return _error(exc.status, exc.detail(), headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers 400 for a body it cannot read; give the cause and our error shape instead.
+        if isinstance(exc.__cause__, _BodyTooLarge):
+            limit = settings.max_body_bytes
+            return _error(413, [{"msg": f"request body is larger than {limit} bytes", "type": "body_too_large"}])
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            msg = "the body is not valid JSON (not UTF-8, or nested too deeply)"
+            return _error(422, [{"msg": msg, "type": "json_invalid"}])
+        return _error(exc.status_code, [{"msg": str(exc.detail), "type": "http_error"}], exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from idios.errors import IdiosError
-from idios.limits import METADATA_MAX_CHARS, URL_MAX_CHARS
+from idios.limits import METADATA_MAX_BYTES, URL_MAX_CHARS
 from idios.netguard import validate_url
 
 MAX_LIMIT = 1000
@@ -27,11 +27,11 @@ def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:
         return None
     try:
-        size = len(json.dumps(value, ensure_ascii=False))
-    except (RecursionError, ValueError, TypeError):
+        size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    except (RecursionError, ValueError, TypeError, UnicodeEncodeError):
         raise ValueError("metadata must be a JSON object that can be serialised") from None
-    if size > METADATA_MAX_CHARS:
-        raise ValueError(f"metadata is {size} characters once serialised; the limit is {METADATA_MAX_CHARS}")
+    if size > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata is {size} bytes once serialised (UTF-8); the limit is {METADATA_MAX_BYTES}")
     return value
 
 
@@ -49,7 +49,7 @@ class Strict(BaseModel):
 
 class AddRequest(Strict):
     url: Url
-    metadata: Metadata = Field(None, description="Any JSON object, up to 65,535 characters serialised.")
+    metadata: Metadata = Field(None, description="Any JSON object, up to 65,535 bytes serialised (UTF-8).")
 
 
 class RestoreRow(Strict):
