@@ -38,7 +38,8 @@ class Broker:
     """A RabbitMQ node on 127.0.0.1:`port`; `restart` keeps the port and the data (durable queues and
     persistent messages survive it)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, listen: str = "127.0.0.1", remote_guest: bool = False) -> None:
+        """`listen` 0.0.0.0 and `remote_guest` let hosts in test network namespaces connect as guest."""
         self.base = base
         self.base.mkdir(parents=True, exist_ok=True)
         self.node = f"idios-test-{uuid.uuid4().hex[:8]}@localhost"
@@ -49,7 +50,7 @@ class Broker:
         self.env = {
             "HOME": str(self.base),  # its own Erlang cookie
             "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_IP_ADDRESS": listen,
             "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
@@ -57,10 +58,13 @@ class Broker:
             "RABBITMQ_LOGS": "-",
             "RABBITMQ_PID_FILE": str(self.base / "rabbitmq.pid"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
-            "RABBITMQ_CONFIG_FILE": str(self.base / "absent"),  # never read the machine's config
+            # never read the machine's config
+            "RABBITMQ_CONFIG_FILE": str(self.base / ("rabbitmq.conf" if remote_guest else "absent")),
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base / "absent-advanced.config"),
             "RABBITMQ_CONF_ENV_FILE": str(self.base / "absent-env.conf"),
         }
+        if remote_guest:
+            (self.base / "rabbitmq.conf").write_text("loopback_users.guest = false\n")
         self.log_path = self.base / "rabbitmq.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0

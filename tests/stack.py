@@ -31,13 +31,16 @@ def port_free(port: int) -> bool:
 class Process:
     """An `idios` subprocess with its log in a file; stopped (and killed if need be) on `stop`."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], log_dir: Path, wrap: list[str] | None = None
+    ) -> None:
+        """`wrap` prefixes the command, e.g. `ip netns exec NS` to run it on a test host."""
         self.name = name
         self.env = env
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "idios", *args],
+            [*(wrap or []), sys.executable, "-m", "idios", *args],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
