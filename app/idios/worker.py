@@ -45,15 +45,21 @@ class Worker:
         if self.runner.schema_errors:
             raise SystemExit("refusing to start: " + "; ".join(self.runner.schema_errors))
         self.connection = await self._connect()
-        interactive = await self.connection.channel()
-        await interactive.set_qos(prefetch_count=self.settings.interactive_prefetch)
-        ingest = await self.connection.channel()
-        await ingest.set_qos(prefetch_count=self.settings.prefetch)
+        # One channel per lane, each with its own prefetch: a lane's backlog never holds up another's.
+        prefetch = {
+            "interactive": self.settings.interactive_prefetch,
+            "light": self.settings.interactive_prefetch,
+            "ingest": self.settings.prefetch,
+        }
+        channels = {}
+        for lane in LANES:
+            channels[lane] = await self.connection.channel()
+            await channels[lane].set_qos(prefetch_count=prefetch[lane])
         prefix = self.settings.queue_prefix
-        await self._consume(interactive, queue_name(prefix, None))
+        await self._consume(channels["light"], queue_name(prefix, None))
         for model in self.runner.models:
             for lane in LANES:
-                await self._consume(interactive if lane == "interactive" else ingest, queue_name(prefix, model, lane))
+                await self._consume(channels[lane], queue_name(prefix, model, lane))
         health = await self._start_health()
         log.info("worker ready: models %s", ", ".join(self.runner.models) or "none")
         await self._stopping.wait()

@@ -321,7 +321,7 @@ async def compare(request: Request, model: str, body: CompareRequest) -> float:
 )
 async def urls(request: Request, model: str, body: PageRequest | None = None) -> list[str]:
     page = body or PageRequest()
-    return await _call(request, "urls", model, page.model_dump(), "interactive")
+    return await _call(request, "urls", model, page.model_dump(), "light")
 
 
 @router.post(
@@ -333,14 +333,14 @@ async def urls(request: Request, model: str, body: PageRequest | None = None) ->
 )
 async def dump(request: Request, model: str, body: PageRequest | None = None) -> Response:
     page = body or PageRequest()
-    rows = await _call(request, "dump", model, page.model_dump(), "interactive", bulk=True)
+    rows = await _call(request, "dump", model, page.model_dump(), "light", bulk=True)
     # The rows are already what the schema says; encoding them directly skips a slow re-validation.
     return Response(orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 @router.get("/models/{model}/count", dependencies=READ, responses=AUTH_ERRORS, summary="Number of stored images")
 async def count(request: Request, model: str) -> int:
-    return await _call(request, "count", model, {}, "interactive")
+    return await _call(request, "count", model, {}, "light")
 
 
 @router.post(

@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from idios.errors import IdiosError
 
-Lane = Literal["interactive", "ingest"]
+# interactive: searches and compares (may need a forward pass); light: reads of the store alone
+# (count, urls, dump), so they never wait behind searches; ingest: everything that writes.
+Lane = Literal["interactive", "light", "ingest"]
 
 
 class Transport(ABC):

@@ -9,11 +9,11 @@ import orjson
 
 from idios.transport import Lane
 
-LANES: tuple[Lane, ...] = ("interactive", "ingest")
+LANES: tuple[Lane, ...] = ("interactive", "light", "ingest")
 
 
 def queue_name(prefix: str, model: str | None, lane: Lane = "interactive") -> str:
-    """`idios.vit_b32.ingest`, `idios.vit_b32.interactive`; model-less jobs go to `idios.control`."""
+    """`idios.vit_b32.ingest`, `.interactive`, `.light`; model-less jobs go to `idios.control`."""
     return f"{prefix}.control" if model is None else f"{prefix}.{model}.{lane}"
 
 
