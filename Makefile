@@ -18,10 +18,19 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.serve
 
-.PHONY: help install run test lint format doc
+# Docker stacks: docker/docker-compose.<stack>.yml with its settings in docker/<stack>.env
+# (copy docker/<stack>.env.example and fill it in).
+DOCKER ?= docker
+compose = $(DOCKER) $(if $(2),--context $(2)) compose -p $(if $(2),$(2),idios) -f docker/docker-compose.$(1).yml --env-file docker/$(1).env
+N ?= 2
+MODEL ?= vit_b32
+DIR ?= backup/$(MODEL)
+API ?= http://127.0.0.1:4213
+
+.PHONY: help install run test lint format doc up down logs deploy-frontend deploy-milvus deploy-worker scale-workers dump restore
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 install: $(VENV)/.serve ## create .venv and install Idios with its embedded Milvus
 
@@ -43,3 +52,30 @@ format: $(VENV)/.dev ## format the code
 
 doc: $(VENV)/.serve ## regenerate doc/openapi.yaml, doc/api.html and the README's settings table
 	env -u IDIOS_LOG_LEVEL $(BIN)/idios openapi --out doc --readme README.md
+
+up: ## start the development stack on this machine (docker/docker-compose.dev.yml, docker/dev.env)
+	$(call compose,dev) up -d --build
+
+down: ## stop the development stack (volumes are kept)
+	$(call compose,dev) down
+
+logs: ## follow the development stack's logs
+	$(call compose,dev) logs -f --tail=200
+
+deploy-frontend: ## deploy Traefik, the API and RabbitMQ through the docker context idios-frontend
+	$(call compose,frontend,idios-frontend) up -d --build --remove-orphans
+
+deploy-milvus: ## deploy Milvus, etcd and MinIO through the docker context idios-milvus
+	$(call compose,milvus,idios-milvus) up -d --build --remove-orphans
+
+deploy-worker: ## deploy the workers through the docker context idios-worker
+	$(call compose,worker,idios-worker) up -d --build --remove-orphans
+
+scale-workers: ## run N workers on the worker node: make scale-workers N=4
+	$(call compose,worker,idios-worker) up -d --no-recreate --scale worker=$(N)
+
+dump: $(VENV)/.serve ## write every entry of MODEL to DIR through the API: make dump MODEL=vit_b32 DIR=backup API=...
+	$(BIN)/idios dump $(MODEL) $(DIR) --api $(API)
+
+restore: $(VENV)/.serve ## store the entries in DIR into MODEL through the API: make restore MODEL=vit_b32 DIR=backup
+	$(BIN)/idios restore $(MODEL) $(DIR) --api $(API)

@@ -175,3 +175,29 @@ def test_sigterm_on_a_worker_finishes_its_jobs_then_exits(cluster: Stack, images
     assert result["status"] == 200 and sorted(result["body"]["added"]) == sorted(urls), result["body"]["failed"]
     replacement = cluster.start_worker("worker-after-term")
     wait_until(lambda: "worker ready" in replacement.log(), 120, "the replacement worker", [replacement])
+
+
+def test_sigterm_on_the_api_lets_requests_in_flight_finish(cluster: Stack, images: ImageServer) -> None:
+    port = free_port()
+    api = Process("api-term", ["api"], {**cluster.env, "IDIOS_PORT": str(port)}, cluster.log_dir)
+    base = f"http://127.0.0.1:{port}"
+    urls = [f"{images.url(f'/{name}.jpg')}?api-term={i}" for i in range(3) for name in PHOTO_NAMES]
+    result: dict = {}
+    try:
+        wait_until(lambda: models_ready(base), 60, "the API", [api])
+
+        def bulk() -> None:
+            response = httpx.post(f"{base}{VIT}/add_bulk", json=[{"url": u} for u in urls], timeout=300)
+            result["status"], result["body"] = response.status_code, response.json()
+
+        thread = threading.Thread(target=bulk)
+        thread.start()
+        time.sleep(1.0)
+        api.proc.send_signal(signal.SIGTERM)
+        thread.join(300)
+        assert result["status"] == 200 and sorted(result["body"]["added"]) == sorted(urls)
+        assert api.proc.wait(30) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{base}/ping", timeout=5)
+    finally:
+        api.stop()

@@ -65,6 +65,7 @@ def api(settings: Settings) -> None:
     from idios.transport.amqp import AmqpTransport
 
     app = create_app(settings, AmqpTransport(settings))
+    _exit_on_sigterm()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
 
 
