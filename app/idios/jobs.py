@@ -90,7 +90,7 @@ class JobRunner:
             self.status[name] = {"status": "unavailable", "reason": str(exc)}
             return
         except Exception as exc:
-            log.exception("model %s could not be prepared", name)
+            log.error("model %s could not be prepared: %s: %s", name, type(exc).__name__, exc)
             self.status[name] = {"status": "unavailable", "reason": f"{type(exc).__name__}: {exc}"}
             return
         self.models[name] = model

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from idios import expr
 from idios.errors import Unavailable
@@ -20,6 +22,11 @@ from idios.limits import URL_MAX_CHARS
 from idios.models.base import ModelSpec
 
 log = logging.getLogger("idios.store")
+
+# pymilvus configures its loggers when imported and logs each failed call and reconnection attempt
+# with a traceback; Idios logs every Milvus failure it meets itself, once, with what it did about it.
+for _name in ("pymilvus", "pymilvus.milvus_client"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 # Milvus measures VARCHAR in bytes; four UTF-8 bytes per character bounds any url we accept.
 URL_MAX_BYTES = URL_MAX_CHARS * 4
@@ -57,8 +64,18 @@ class Store:
     def collection(self, spec: ModelSpec) -> str:
         return f"{self.prefix}{spec.name}"
 
+    @retry(
+        retry=retry_if_exception_type(MilvusException),
+        stop=stop_after_attempt(10),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        reraise=True,
+    )
     def ensure_collection(self, spec: ModelSpec) -> None:
-        """Create the model's collection, or check that the existing one fits the model."""
+        """Create the model's collection, or check that the existing one fits the model.
+
+        Retried: workers starting together race to create the collection, and one may find it
+        created but not yet indexed ("index not found") or created under its feet ("already exists").
+        """
         name = self.collection(spec)
         if self.client.has_collection(name):
             self._check_schema(name, spec)
