@@ -27,6 +27,13 @@ MODEL ?= vit_b32
 DIR ?= backup/$(MODEL)
 API ?= http://127.0.0.1:4213
 
+# Infrastructure: infra/terraform/$(CLOUD) (copy terraform.tfvars.example to terraform.tfvars).
+TF ?= terraform
+CLOUD ?= aws
+TF_DIR := infra/terraform/$(CLOUD)
+INVENTORY ?= infra/ansible/inventory/terraform.yml
+
+.PHONY: provision inventory
 .PHONY: help install run test lint format doc up down logs deploy-frontend deploy-milvus deploy-worker scale-workers dump restore
 
 help: ## list the targets
@@ -79,3 +86,12 @@ dump: $(VENV)/.serve ## write every entry of MODEL to DIR through the API: make 
 
 restore: $(VENV)/.serve ## store the entries in DIR into MODEL through the API: make restore MODEL=vit_b32 DIR=backup
 	$(BIN)/idios restore $(MODEL) $(DIR) --api $(API)
+
+provision: ## create or update the cloud nodes with Terraform (infra/terraform/$(CLOUD)/terraform.tfvars)
+	$(TF) -chdir=$(TF_DIR) init -input=false
+	$(TF) -chdir=$(TF_DIR) apply
+
+inventory: ## write the Ansible inventory from Terraform's outputs and create the docker contexts
+	mkdir -p $(dir $(INVENTORY))
+	$(TF) -chdir=$(TF_DIR) output -raw inventory_yaml > $(INVENTORY)
+	$(TF) -chdir=$(TF_DIR) output -raw docker_context_script | sh

@@ -238,13 +238,15 @@ def decode_image(data: bytes, settings: Settings) -> Image.Image:
 
     try:
         if img.format in ("JPEG", "MPO"):
-            target = settings.max_image_side
+            # Decode at 1/2, 1/4 or 1/8 scale while both sides stay at least decode_min_side: the
+            # models look at 224 px, and a full-size decode of a large photo costs several times more.
+            target = min(settings.decode_min_side, settings.max_image_side)
             img.draft("RGB", (target, target))
         img.seek(0)
         img.load()
         rgb = _to_rgb(img)
         if max(rgb.size) > settings.max_image_side:
-            rgb.thumbnail((settings.max_image_side, settings.max_image_side), Image.Resampling.LANCZOS)
+            rgb.thumbnail((settings.max_image_side, settings.max_image_side), Image.Resampling.BICUBIC)
     except IdiosError:
         raise
     except Image.DecompressionBombError:
