@@ -23,6 +23,7 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 DOCKER ?= docker
 compose = $(DOCKER) $(if $(2),--context $(2)) compose -p $(if $(2),$(2),idios) -f docker/docker-compose.$(1).yml --env-file docker/$(1).env
 N ?= 2
+CONTEXT ?= idios-worker
 MODEL ?= vit_b32
 DIR ?= backup/$(MODEL)
 API ?= http://127.0.0.1:4213
@@ -33,8 +34,12 @@ CLOUD ?= aws
 TF_DIR := infra/terraform/$(CLOUD)
 INVENTORY ?= infra/ansible/inventory/terraform.yml
 
-.PHONY: provision inventory
-.PHONY: help install run test lint format doc up down logs deploy-frontend deploy-milvus deploy-worker scale-workers dump restore
+ANSIBLE_INVENTORY ?= inventory/terraform.yml
+ANSIBLE_ARGS ?= --ask-vault-pass
+ansible = cd infra/ansible && $(CURDIR)/$(BIN)/ansible-playbook -i $(ANSIBLE_INVENTORY) $(ANSIBLE_ARGS)
+
+.PHONY: provision inventory deploy scale-workers backup
+.PHONY: help install run test lint format doc up down logs deploy-frontend deploy-milvus deploy-worker scale-worker-node dump restore
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -78,8 +83,8 @@ deploy-milvus: ## deploy Milvus, etcd and MinIO through the docker context idios
 deploy-worker: ## deploy the workers through the docker context idios-worker
 	$(call compose,worker,idios-worker) up -d --build --remove-orphans
 
-scale-workers: ## run N workers on the worker node: make scale-workers N=4
-	$(call compose,worker,idios-worker) up -d --no-recreate --scale worker=$(N)
+scale-worker-node: ## run N workers on one worker node: make scale-worker-node N=4 CONTEXT=idios-worker
+	$(call compose,worker,$(CONTEXT)) up -d --no-recreate --scale worker=$(N)
 
 dump: $(VENV)/.serve ## write every entry of MODEL to DIR through the API: make dump MODEL=vit_b32 DIR=backup API=...
 	$(BIN)/idios dump $(MODEL) $(DIR) --api $(API)
@@ -91,7 +96,15 @@ provision: ## create or update the cloud nodes with Terraform (infra/terraform/$
 	$(TF) -chdir=$(TF_DIR) init -input=false
 	$(TF) -chdir=$(TF_DIR) apply
 
-inventory: ## write the Ansible inventory from Terraform's outputs and create the docker contexts
+inventory: ## write the Ansible inventory from Terraform's outputs
 	mkdir -p $(dir $(INVENTORY))
 	$(TF) -chdir=$(TF_DIR) output -raw inventory_yaml > $(INVENTORY)
-	$(TF) -chdir=$(TF_DIR) output -raw docker_context_script | sh
+
+deploy: $(VENV)/.dev ## bare hosts to running stacks with Ansible (infra/ansible/playbooks/site.yml)
+	$(ansible) playbooks/site.yml
+
+scale-workers: $(VENV)/.dev ## N workers in all, spread over the worker hosts (GPU-aware): make scale-workers N=8
+	$(ansible) playbooks/scale-workers.yml -e workers=$(N)
+
+backup: $(VENV)/.dev ## dump every model through the API into backup/<date>/ (infra/ansible/playbooks/backup.yml)
+	$(ansible) playbooks/backup.yml

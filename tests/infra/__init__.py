@@ -1,0 +1,1 @@
+"""testinfra checks of a real deployment (a package, so its conftest does not shadow tests/conftest.py)."""
