@@ -28,19 +28,16 @@ def port_free(port: int) -> bool:
     return True
 
 
-class Process:
-    """An `idios` subprocess with its log in a file; stopped (and killed if need be) on `stop`."""
+class Subprocess:
+    """A child process with its output in `log_dir/<name>.log`, in its own session; `stop` ends it."""
 
-    def __init__(
-        self, name: str, args: list[str], env: dict[str, str], log_dir: Path, wrap: list[str] | None = None
-    ) -> None:
-        """`wrap` prefixes the command, e.g. `ip netns exec NS` to run it on a test host."""
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
         self.env = env
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [*(wrap or []), sys.executable, "-m", "idios", *args],
+            argv,
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -68,7 +65,7 @@ class Process:
         self._log.close()
 
 
-def wait_until(check, timeout: float, what: str, processes: list[Process] = ()) -> None:
+def wait_until(check, timeout: float, what: str, processes: list[Subprocess] = ()) -> None:
     """Poll `check()` until it is true; fail with the processes' logs otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -89,3 +86,13 @@ def models_ready(base_url: str, names: tuple[str, ...] = ("vit_b32", "phash")) -
     answer = httpx.get(f"{base_url}/models", timeout=5).json()
     status = {model["name"]: model["status"] for model in answer}
     return all(status.get(name) == "ready" for name in names)
+
+
+class Process(Subprocess):
+    """An `idios` command (serve, api, worker) as a child process."""
+
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], log_dir: Path, wrap: list[str] | None = None
+    ) -> None:
+        """`wrap` prefixes the command, e.g. `ip netns exec NS` to run it on a test host."""
+        super().__init__(name, [*(wrap or []), sys.executable, "-m", "idios", *args], env, log_dir)

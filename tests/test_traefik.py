@@ -11,11 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
-import os
 import shutil
-import signal
 import ssl
-import subprocess
 import sysconfig
 import threading
 from collections.abc import Iterator
@@ -27,7 +24,7 @@ import trustme
 import yaml
 
 from conftest import Stack, start_distributed
-from stack import free_port, wait_until
+from stack import Subprocess, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -90,38 +87,12 @@ class Stub:
         self.server.server_close()
 
 
-class Traefik:
-    """The Traefik process, its ports and its log (shaped like `stack.Process` for `wait_until`)."""
-
-    name = "traefik"
+class Traefik(Subprocess):
+    """The Traefik process, its ports and its log."""
 
     def __init__(self, static: Path, env: dict[str, str], log_dir: Path, ports: dict[str, int]) -> None:
+        super().__init__("traefik", [traefik_binary(), f"--configFile={static}"], env, log_dir)
         self.ports = ports
-        self.log_path = log_dir / "traefik.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [traefik_binary(), f"--configFile={static}"],
-            env={**os.environ, **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
 
 
 class Proxied:
