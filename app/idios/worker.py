@@ -21,7 +21,7 @@ from idios.config import Settings
 from idios.errors import IdiosError, Invalid
 from idios.jobs import JobRunner, failed
 from idios.store import Store
-from idios.transport.queues import LANES, declare, decode, encode, queue_name
+from idios.transport.queues import LANES, connect, declare, decode, encode, queue_name
 
 log = logging.getLogger("idios.worker")
 
@@ -44,7 +44,12 @@ class Worker:
         await asyncio.to_thread(self.runner.load_models)
         if self.runner.schema_errors:
             raise SystemExit("refusing to start: " + "; ".join(self.runner.schema_errors))
-        self.connection = await self._connect()
+        try:
+            self.connection = await connect(self.settings.amqp_url, "idios-worker", stopping=self._stopping)
+        except (OSError, aio_pika.exceptions.AMQPError):
+            if self._stopping.is_set():
+                raise SystemExit("stopped before the broker could be reached") from None
+            raise
         # One channel per lane, each with its own prefetch: a lane's backlog never holds up another's.
         prefetch = {
             "interactive": self.settings.interactive_prefetch,
@@ -73,22 +78,6 @@ class Worker:
             health.close()
         await self.connection.close()
         await self.runner.aclose()
-
-    async def _connect(self) -> aio_pika.abc.AbstractRobustConnection:
-        """The first connection is retried until the broker answers (it may start after us); later
-        losses are handled by the robust connection, which reconnects and resumes consuming."""
-        delay = 0.5
-        while True:
-            try:
-                return await aio_pika.connect_robust(
-                    self.settings.amqp_url, client_properties={"connection_name": "idios-worker"}
-                )
-            except (OSError, aio_pika.exceptions.AMQPError) as exc:
-                if self._stopping.is_set():
-                    raise SystemExit("stopped before the broker could be reached") from None
-                log.warning("cannot reach RabbitMQ (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def _consume(self, channel: AbstractChannel, name: str) -> None:
         queue = await declare(channel, name)

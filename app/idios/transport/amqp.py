@@ -20,7 +20,7 @@ from idios.config import Settings
 from idios.errors import Timeout, Unavailable
 from idios.models import REGISTRY
 from idios.transport import Lane, Transport, make_job, unwrap
-from idios.transport.queues import LANES, declare, decode, encode, queue_name
+from idios.transport.queues import LANES, connect, declare, decode, encode, queue_name
 
 log = logging.getLogger("idios.transport.amqp")
 
@@ -46,20 +46,11 @@ class AmqpTransport(Transport):
         self._connect_task = asyncio.create_task(self._connect_forever())
 
     async def _connect_forever(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self._connect()
-                return
-            except Exception as exc:
-                log.warning("cannot reach RabbitMQ (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        self._connection = await connect(self.settings.amqp_url, "idios-api", self._setup)
+        self._connected.set()
+        log.info("connected to RabbitMQ")
 
-    async def _connect(self) -> None:
-        connection = await aio_pika.connect_robust(
-            self.settings.amqp_url, client_properties={"connection_name": "idios-api"}
-        )
+    async def _setup(self, connection: AbstractRobustConnection) -> None:
         connection.close_callbacks.add(self._on_connection_lost)
         connection.reconnect_callbacks.add(self._on_reconnect)
         channel = await connection.channel(publisher_confirms=True)
@@ -69,9 +60,7 @@ class AmqpTransport(Transport):
         await declare(channel, queue_name(self.settings.queue_prefix, None))
         replies = await channel.declare_queue(self.reply_queue_name, exclusive=True, auto_delete=True)
         await replies.consume(self._on_reply, no_ack=True)
-        self._connection, self._channel = connection, channel
-        self._connected.set()
-        log.info("connected to RabbitMQ")
+        self._channel = channel
 
     def _on_connection_lost(self, *_: Any) -> None:
         self._connected.clear()

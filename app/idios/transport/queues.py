@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
 import orjson
+from aio_pika.abc import AbstractRobustConnection
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from idios.transport import Lane
 
@@ -15,6 +20,42 @@ LANES: tuple[Lane, ...] = ("interactive", "light", "ingest")
 def queue_name(prefix: str, model: str | None, lane: Lane = "interactive") -> str:
     """`idios.vit_b32.ingest`, `.interactive`, `.light`; model-less jobs go to `idios.control`."""
     return f"{prefix}.control" if model is None else f"{prefix}.{model}.{lane}"
+
+
+log = logging.getLogger("idios.transport")
+
+
+def _log_retry(state: RetryCallState) -> None:
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.warning("cannot reach RabbitMQ (%s); retrying in %.1fs", state.outcome.exception(), wait)
+
+
+async def connect(
+    url: str,
+    name: str,
+    setup: Callable[[AbstractRobustConnection], Awaitable[None]] | None = None,
+    stopping: asyncio.Event | None = None,
+) -> AbstractRobustConnection:
+    """A robust connection, retried until the broker answers (it may start after us) or `stopping`
+    is set; `setup` (declarations, consumers) runs on it before it is returned. Later losses are
+    handled by the robust connection itself, which reconnects and restores channels and consumers."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((OSError, aio_pika.exceptions.AMQPError)),
+        wait=wait_exponential(multiplier=0.5, max=10.0),
+        stop=lambda _: stopping is not None and stopping.is_set(),
+        before_sleep=_log_retry,
+        reraise=True,
+    ):
+        with attempt:
+            connection = await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+            if setup is not None:
+                try:
+                    await setup(connection)
+                except BaseException:
+                    await connection.close()
+                    raise
+            return connection
+    raise AssertionError("unreachable: tenacity re-raises the last error")
 
 
 # A job redelivered this often (it keeps killing workers, say) is dropped rather than retried forever.
