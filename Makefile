@@ -39,7 +39,7 @@ ANSIBLE_ARGS ?= --ask-vault-pass
 ansible = cd infra/ansible && $(CURDIR)/$(BIN)/ansible-playbook -i $(ANSIBLE_INVENTORY) $(ANSIBLE_ARGS)
 
 .PHONY: provision inventory deploy scale-workers backup
-.PHONY: help install run test lint format doc up down logs deploy-frontend deploy-milvus deploy-worker scale-worker-node dump restore
+.PHONY: help install run test bench lint format doc up down logs deploy-frontend deploy-milvus deploy-worker scale-worker-node dump restore
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ test: $(VENV)/.dev ## install the dev extras, then lint and run the test suite
 	$(BIN)/ruff check app tests benchmarks
 	$(BIN)/ruff format --check app tests benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+BENCH_ARGS ?=
+bench: $(VENV)/.dev ## benchmark a local stack, write benchmarks/results/<date>-<host>.md (BENCH_ARGS=--quick: 5 min)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 lint: $(VENV)/.dev ## ruff check and format check
 	$(BIN)/ruff check app tests benchmarks

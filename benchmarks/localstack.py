@@ -1,0 +1,61 @@
+"""Idios processes for benchmarks: `idios serve`, or `idios api` with N `idios worker`, on a given Milvus."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from benchmarks import TESTS_ON_PATH  # noqa: F401  (makes tests/ importable)
+from benchmarks.corpus import IMAGE_HOST
+
+from stack import Process, free_port, models_ready, wait_until
+
+AMQP_URL = os.environ.get("IDIOS_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+class LocalStack:
+    """`processes` maps a component name (serve, api, worker1, ...) to its running process."""
+
+    def __init__(self, milvus_uri: str, log_dir: Path, *, workers: int, models: str = "vit_b32") -> None:
+        """workers=0 runs `idios serve` (API and worker in one process, no broker)."""
+        tag = uuid.uuid4().hex[:8]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        cores = os.cpu_count() or 1
+        self.env = {
+            "IDIOS_WEIGHTS": "random",
+            "IDIOS_MILVUS_URI": milvus_uri,
+            "IDIOS_COLLECTION_PREFIX": f"bench{tag}_",
+            "IDIOS_QUEUE_PREFIX": f"bench-{tag}",
+            "IDIOS_AMQP_URL": AMQP_URL,
+            "IDIOS_URL_ALLOW_NETWORKS": f"{IMAGE_HOST}/32",
+            "IDIOS_PORT": str(self.port),
+            "IDIOS_MODELS": models,
+            "IDIOS_LOG_LEVEL": "WARNING",
+            # Workers sharing the cores split them rather than fight over them.
+            "IDIOS_TORCH_THREADS": str(max(1, cores // max(1, workers))),
+        }
+        self.processes: dict[str, Process] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if workers == 0:
+                self.processes["serve"] = Process("serve", ["serve"], self.env, log_dir)
+            else:
+                self.processes["api"] = Process("api", ["api"], self.env, log_dir)
+                for index in range(1, workers + 1):
+                    env = {**self.env, "IDIOS_HEALTH_PORT": str(free_port())}
+                    self.processes[f"worker{index}"] = Process(f"worker{index}", ["worker"], env, log_dir)
+            names = tuple(models.split(","))
+            wait_until(lambda: models_ready(self.url, names), 600, "the benchmark stack", list(self.processes.values()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def pids(self) -> dict[str, int]:
+        return {name: process.proc.pid for name, process in self.processes.items()}
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop(60)

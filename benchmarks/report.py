@@ -1,0 +1,355 @@
+"""The benchmark report: a markdown table beside the original Idios's published figures, and PNG plots."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+if TYPE_CHECKING:
+    from benchmarks.__main__ import Results
+    from benchmarks.scenarios import Latency
+
+MB = 1024 * 1024
+# The original Idios's published figures (Xeon Platinum 8370C, 32 GB, no GPU, vit_b32).
+ORIGINAL_MEMORY_MB = {"etcd": 379, "Milvus": 2048, "MinIO": 160, "RabbitMQ": 130, "worker": 830, "api": 24}
+
+
+def images_per_s(figures: dict[str, Latency]) -> float:
+    """Images added per second in a run: add counts one image a request, add_bulk (N urls) N."""
+    total = 0.0
+    for name, latency in figures.items():
+        per_request = int(name.split("(")[1].split()[0]) if name.startswith("add_bulk") else 1
+        if name == "add" or name.startswith("add_bulk"):
+            ok = 1 - latency.failures / max(1, latency.requests)
+            total += latency.rps * ok * per_request
+    return total
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def _mb(value: int | None) -> str:
+    return f"{value / MB:.0f} MB" if value else "-"
+
+
+def _met(ok: bool | None) -> str:
+    return "" if ok is None else ("yes" if ok else "**no**")
+
+
+def _ms(latency: Latency | None) -> str:
+    return f"{latency.p50:.0f} ms" if latency else "-"
+
+
+def write(results: Results, out: Path, stem: str) -> Path:
+    rate = results.model_rate
+    raw = max(rate["forward"].values())
+    raw_batch = max(rate["forward"], key=lambda b: rate["forward"][b])
+    ingest = {stack: images_per_s(figures) for stack, figures in results.ingestion.items()}
+    serve_add = images_per_s({k: v for k, v in results.ingestion["serve"].items() if k == "add"})
+    lat = results.latency
+    under = results.under_ingestion
+    scale = results.scale
+    worker_rows = [k for k in results.ingestion if k != "serve"]
+    one_worker = ingest.get("1 worker(s)")
+    most = worker_rows[-1] if worker_rows else None
+    memory_moment = next((k for k in results.memory if "peak while ingesting" in k and "api" in k), None)
+    dist_memory = results.memory.get(memory_moment or "", {})
+    serve_peak = results.memory.get("serve, peak while ingesting", {})
+    scale_memory = next((v for k, v in results.memory.items() if k.endswith("entries")), {})
+    worker_rss = max((v for k, v in dist_memory.items() if k.startswith("worker")), default=None)
+    best = max(ingest.values())
+    new_idle, new_busy = lat.get("search by new url"), under.get("search by new url")
+    stored_idle, stored_busy = lat.get("search by stored url"), under.get("search by stored url")
+
+    rows: list[tuple[str, str, str, str, str]] = [
+        (
+            "adding images through the API, 1 worker",
+            "2.5 images/s",
+            f"{one_worker:.1f} images/s" if one_worker else "-",
+            "",
+            "",
+        ),
+        (
+            f"adding images, {most}" if most else "adding images, most workers",
+            "10 images/s (4 workers)",
+            f"{ingest[most]:.1f} images/s" if most else "-",
+            "",
+            "",
+        ),
+        ("adding images, `idios serve` (one process, no broker)", "-", f"{serve_add:.1f} images/s", "", ""),
+        (
+            "ingestion / raw batched model rate (same cores)",
+            "42% (7.7 of 18.3)",
+            f"{100 * best / raw:.0f}% ({best:.1f} of {raw:.1f}, batch {raw_batch})",
+            "at least 80%",
+            _met(best >= 0.8 * raw),
+        ),
+        (
+            "similarity search (stored url: lookup + 10-NN)",
+            "about 0.5 s",
+            _ms(stored_idle),
+            "under 20 ms p50",
+            _met(stored_idle.p50 < 20 if stored_idle else None),
+        ),
+        ("similarity search while adding", "about 1.5 s", _ms(stored_busy), "", ""),
+        (
+            "search by url (original: downloads again)",
+            "about 400 ms",
+            _ms(stored_idle),
+            "under 20 ms p50",
+            _met(stored_idle.p50 < 20 if stored_idle else None),
+        ),
+        (
+            "download + embed one new image (search by new url)",
+            "about 200 ms",
+            _ms(new_idle),
+            "under 150 ms p50",
+            _met(new_idle.p50 < 150 if new_idle else None),
+        ),
+        (
+            "search by new url while ingestion saturates the worker",
+            "-",
+            _ms(new_busy),
+            f"under {2 * new_idle.p50:.0f} ms (2x idle)" if new_idle else "",
+            _met(new_busy.p50 < 2 * new_idle.p50 if new_idle and new_busy else None),
+        ),
+        (
+            "inserting one image into Milvus",
+            "about 4 ms",
+            f"{1000 * rate['insert_singles_s'] / rate['insert_count']:.1f} ms" if "insert_singles_s" in rate else "-",
+            "",
+            "",
+        ),
+        (
+            "1,000 single inserts / one 1,000-row insert",
+            "7 s / 100 ms",
+            f"{rate['insert_singles_s']:.2f} s / {1000 * rate['insert_batch_s']:.0f} ms"
+            if "insert_batch_s" in rate
+            else "-",
+            "",
+            "",
+        ),
+        (
+            f"{rate['embed_count']} single embeddings / one batch of {rate['embed_count']}",
+            "9.3 s / 6.7 s (100)",
+            f"{rate['embed_singles_s']:.1f} s / {rate['embed_batch_s']:.1f} s",
+            "",
+            "",
+        ),
+        (
+            f"count at {scale['entries']:,} entries",
+            "1 s at 100,000 (enumerates)",
+            f"{scale['count_ms']:.0f} ms",
+            "",
+            "",
+        ),
+        (
+            f"dump ({scale['dump']['entries']:,} entries)",
+            "368 entries/s (471,838 in about an hour)",
+            f"{scale['dump']['per_s']:,.0f} entries/s",
+            "at least 10,000/s",
+            _met(scale["dump"]["per_s"] >= 10_000),
+        ),
+        (
+            "restore through the API",
+            "about 500 entries/s (2 s per 1,000)",
+            f"{scale['restore_per_s']:,.0f} entries/s",
+            "at least 5,000/s",
+            _met(scale["restore_per_s"] >= 5_000),
+        ),
+        (
+            "worker memory (vit_b32), peak while ingesting",
+            "830 MB (889 at 471,838)",
+            _mb(worker_rss),
+            "below 830 MB",
+            _met(worker_rss < 830 * MB if worker_rss else None),
+        ),
+        ("`idios serve` memory (API + worker), peak while ingesting", "-", _mb(serve_peak.get("serve")), "", ""),
+        (
+            "api memory",
+            "24 / 71 MB",
+            _mb(dist_memory.get("api")),
+            "below 100 MB",
+            _met(dist_memory["api"] < 100 * MB if dist_memory.get("api") else None),
+        ),
+        (
+            f"Milvus memory at {scale['entries']:,} entries",
+            "2 GB (168,803) / 3 GB (471,838), + etcd 379/126 MB, + MinIO 160/135 MB",
+            _mb(scale_memory.get("milvus")) + " (standalone, etcd embedded, no MinIO)",
+            "",
+            "",
+        ),
+        ("RabbitMQ memory", "130 MB", _mb(scale_memory.get("rabbitmq") or dist_memory.get("rabbitmq")), "", ""),
+        (
+            f"Milvus disk at {scale['entries']:,} entries",
+            "680 MB + MinIO 1.6 GB (168,803)",
+            _mb(next(iter(results.disk.values()), None)),
+            "",
+            "",
+        ),
+    ]
+    plots = _plots(results, ingest, raw, out, stem)
+
+    lines = [
+        f"# Idios benchmark: {results.started} on {results.host} ({results.profile} profile)",
+        "",
+        f"Machine: {_cpu()}, {_cores()} cores, {_ram_gb():.0f} GB RAM, Python {platform.python_version()}. "
+        "Model: vit_b32 with random weights (the real architecture, so the real compute). Images: JPEG photos "
+        "of 600-2000 px derived from scikit-image's photographs, served on 127.0.0.3.",
+        "",
+        "Original figures: the original Idios's published table (Xeon Platinum 8370C, 32 GB, no GPU, vit_b32).",
+        "",
+        "| figure | original | Idios | target | met |",
+        "|---|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows),
+        "",
+        "## Raw model rate (batched forward passes, no I/O, same cores, Milvus idle beside it)",
+        "",
+        "| batch | forward images/s | with preprocessing images/s |",
+        "|---|---|---|",
+        *(f"| {b} | {rate['forward'][b]:.1f} | {rate['with_preprocessing'].get(b, 0):.1f} |" for b in rate["forward"]),
+        "",
+        "## Ingestion",
+        "",
+        "| stack | request | requests | failures | requests/s | p50 ms | p95 ms | p99 ms | images/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {stack} | {name} | {f.requests} | {f.failures} | {f.rps:.2f} | {f.p50:.0f} | {f.p95:.0f} | "
+            f"{f.p99:.0f} | {images_per_s({name: f}):.1f} |"
+            for stack, figures in results.ingestion.items()
+            for name, f in figures.items()
+        ),
+        "",
+        "## Latency (`idios serve`, one user at a time, idle; then beside ingestion users)",
+        "",
+        "| request | when | requests | failures | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {name} | {when} | {f.requests} | {f.failures} | {f.p50:.0f} | {f.p95:.0f} | {f.p99:.0f} |"
+            for when, figures in (("idle", lat), ("while ingesting", under))
+            for name, f in figures.items()
+        ),
+        "",
+        f"## Scale: {scale['entries']:,} entries",
+        "",
+        f"- restore through the API: {scale['restore_per_s']:,.0f} entries/s (2,500 rows a request, 2 in flight)",
+        f"- count: {scale['count_ms']:.1f} ms p50",
+        f"- search by stored url: {scale['search_stored_ms']:.1f} ms p50; "
+        f"by new url: {scale['search_new_ms']:.0f} ms p50",
+        f"- urls pagination to the end (pages of 10,000): {scale['urls']['entries']:,} urls at "
+        f"{scale['urls']['per_s']:,.0f}/s, {scale['urls']['page_ms']:.0f} ms a page",
+        f"- full dump (pages of 10,000): {scale['dump']['entries']:,} entries at {scale['dump']['per_s']:,.0f}/s, "
+        f"{scale['dump']['page_ms']:.0f} ms a page",
+        "",
+        "## Memory (resident set, MB)",
+        "",
+        "| moment | " + " | ".join(_components(results)) + " |",
+        "|---|" + "---|" * len(_components(results)),
+        *(
+            f"| {moment} | " + " | ".join(_mb(values.get(c)).removesuffix(" MB") for c in _components(results)) + " |"
+            for moment, values in results.memory.items()
+        ),
+        "",
+        *(f"Disk: {what}: {_mb(size)}" for what, size in results.disk.items()),
+        "",
+        "## Plots",
+        "",
+        *(f"![{name}]({path.name})" for name, path in plots.items()),
+        "",
+        "## Settings",
+        "",
+        "IDIOS_* variables of the run (the stacks add IDIOS_WEIGHTS=random and per-stack ports, prefixes and "
+        "IDIOS_TORCH_THREADS = cores / workers): "
+        + (", ".join(f"`{k}={v}`" for k, v in results.settings.items()) or "none"),
+        "",
+    ]
+    path = out / f"{stem}.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _components(results: Results) -> list[str]:
+    names: list[str] = []
+    for values in results.memory.values():
+        names += [n for n in values if n not in names]
+    return names
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _ram_gb() -> float:
+    import psutil
+
+    return psutil.virtual_memory().total / 1024**3
+
+
+def _plots(results: Results, ingest: dict[str, float], raw: float, out: Path, stem: str) -> dict[str, Path]:
+    paths = {}
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    names = list(ingest)
+    axes.bar(names, [ingest[n] for n in names], color="#4C72B0")
+    axes.axhline(raw, color="#C44E52", linestyle="--", label=f"raw batched model rate ({raw:.1f})")
+    axes.axhline(0.8 * raw, color="#DD8452", linestyle=":", label="80% of raw")
+    axes.axhline(2.5, color="grey", linestyle="-.", label="original, 1 worker (2.5)")
+    axes.set_ylabel("images/s")
+    axes.set_title("Ingestion throughput against workers (2 cores in all)")
+    axes.legend(fontsize=8)
+    paths["throughput"] = _save(figure, out / f"{stem}-throughput.png")
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    groups = [(f"{n}\n(idle)", f) for n, f in results.latency.items()]
+    groups += [(f"{n}\n(ingesting)", f) for n, f in results.under_ingestion.items() if not n.startswith("add")]
+    x = range(len(groups))
+    for offset, (label, attr) in enumerate((("p50", "p50"), ("p95", "p95"), ("p99", "p99"))):
+        axes.bar([i + offset * 0.27 for i in x], [getattr(f, attr) for _, f in groups], width=0.27, label=label)
+    axes.set_xticks([i + 0.27 for i in x], [g for g, _ in groups], fontsize=7, rotation=30, ha="right")
+    axes.set_yscale("log")
+    axes.set_ylabel("ms (log)")
+    axes.set_title("Latency percentiles, idios serve")
+    axes.legend()
+    paths["latency"] = _save(figure, out / f"{stem}-latency.png")
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    moments = list(results.memory)
+    components = _components(results)
+    width = 0.8 / max(1, len(moments))
+    for i, moment in enumerate(moments):
+        values = [results.memory[moment].get(c, 0) / MB for c in components]
+        axes.bar([j + i * width for j in range(len(components))], values, width=width, label=moment)
+    axes.set_xticks([j + 0.4 - width / 2 for j in range(len(components))], components, fontsize=8)
+    axes.scatter(
+        [components.index(c) + 0.4 - width / 2 for c in ("worker1", "api") if c in components],
+        [ORIGINAL_MEMORY_MB["worker" if c == "worker1" else c] for c in ("worker1", "api") if c in components],
+        marker="_",
+        s=800,
+        color="black",
+        label="original (worker 830, api 24)",
+        zorder=3,
+    )
+    axes.set_ylabel("resident MB")
+    axes.set_title("Memory per component")
+    axes.legend(fontsize=7)
+    paths["memory"] = _save(figure, out / f"{stem}-memory.png")
+    return paths
+
+
+def _save(figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
