@@ -39,6 +39,15 @@ class ClipModel(EmbeddingModel):
                     f"Put {name}.pt in IDIOS_WEIGHTS_DIR or make the open_clip cache reachable."
                 ) from exc
         model.eval()
+        model.requires_grad_(False)
+        try:
+            from idios.models.int8 import quantize_int8, release_memory
+        except ImportError as exc:  # torch.ao.quantization is deprecated; a future torch may drop it
+            raise ModelUnavailable(f"int8 quantisation unavailable ({exc}); set IDIOS_QUANTIZE=none") from exc
+        if self.settings.quantize == "int8":
+            quantize_int8(model)  # frees the float32 weights
+        else:
+            release_memory()  # the checkpoint's state dict, freed once loaded
         self._torch = torch
         self._model = model
         self._preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
