@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +30,30 @@ Similarity is 0-100 for every model, 100 a perfect match. Errors answer
 `{"detail": [{"msg": ..., "type": ...}]}` with a 4xx status for bad input,
 503 when no worker can take the job and 504 when none answered in time.
 """
+
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+# The web page loads its own script and style only; thumbnails come from wherever the images live.
+PAGE_CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' http: https: data: blob:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 def _error(status: int, detail: list[dict[str, Any]], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -97,6 +123,13 @@ def create_app(settings: Settings, transport: Transport) -> FastAPI:
     else:
         log.info("API keys: %d configured", len(app.state.keys.scopes))
     app.include_router(router)
+
+    # The web page holds no data, so it needs no API key; the calls it makes do.
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(IdiosError)
     async def idios_error(request: Request, exc: IdiosError) -> JSONResponse:
