@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import orjson
 import pytest
 
 from idios import expr
@@ -64,8 +65,9 @@ def test_float_public_round_trip_is_normalised() -> None:
     assert stored.dtype == np.float32 and stored.shape == (512,)
     assert float(np.linalg.norm(stored)) == pytest.approx(1.0, abs=1e-6)
     public = VIT.to_public(stored)
-    assert all(isinstance(x, float) for x in public)
+    assert public.dtype == np.float32 and public.shape == (512,)
     assert public[:3] == pytest.approx([0.6, 0.8, 0.0], abs=1e-7)
+    assert orjson.loads(orjson.dumps(public, option=orjson.OPT_SERIALIZE_NUMPY))[:2] == [0.6, 0.8]
     np.testing.assert_allclose(VIT.from_public(public), stored, atol=1e-7)
 
 
@@ -258,6 +260,7 @@ async def test_linger_closes_a_partial_batch() -> None:
 EMBED_SCRIPT = """
 import json
 import numpy as np
+import orjson
 from PIL import Image
 from skimage import data
 from idios.config import Settings

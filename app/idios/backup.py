@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 from tqdm import tqdm
 
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
@@ -37,14 +38,15 @@ def dump(api: str, model: str, directory: Path, batch: int) -> int:
         part = 0
         with tqdm(total=total, unit="entries", desc=f"dump {model}") as progress:
             while True:
-                rows = _check(client.post(f"/models/{model}/dump", json={"cursor": cursor, "limit": batch})).json()
+                response = _check(client.post(f"/models/{model}/dump", json={"cursor": cursor, "limit": batch}))
+                rows = orjson.loads(response.content)
                 if not rows:
                     break
                 path = directory / f"{model}-{part:06d}.jsonl"
                 tmp = path.with_suffix(".jsonl.part")
-                with tmp.open("w", encoding="utf-8") as out:
+                with tmp.open("wb") as out:
                     for row in rows:
-                        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        out.write(_line(row))
                 tmp.replace(path)
                 part += 1
                 cursor = rows[-1]["url"]
@@ -52,23 +54,36 @@ def dump(api: str, model: str, directory: Path, batch: int) -> int:
     return 0
 
 
+def _line(row: dict[str, Any]) -> bytes:
+    """One JSON line. Floats keep the server's short spelling: they are read into the nearest
+    Python float, which orjson writes back with the shortest digits that name it."""
+    return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+
+
 def restore(api: str, model: str, directory: Path, batch: int) -> int:
     """Send every `*.jsonl` file of the directory to /restore, `batch` entries a request."""
     files = sorted(directory.glob("*.jsonl"))
     if not files:
         raise SystemExit(f"no .jsonl files in {directory}")
-    total = sum(1 for path in files for line in path.open(encoding="utf-8") if line.strip())
+    total = sum(1 for path in files for line in path.open("rb") if line.strip())
     with _client(api) as client, tqdm(total=total, unit="entries", desc=f"restore {model}") as progress:
-        rows: list[dict] = []
-        for path in files:
-            for line in path.open(encoding="utf-8"):
-                if line.strip():
-                    rows.append(json.loads(line))
-                if len(rows) >= batch:
-                    _check(client.post(f"/models/{model}/restore", json=rows))
-                    progress.update(len(rows))
-                    rows = []
-        if rows:
-            _check(client.post(f"/models/{model}/restore", json=rows))
+        rows: list[Any] = []
+
+        def send() -> None:
+            body = orjson.dumps(rows)
+            _check(client.post(f"/models/{model}/restore", content=body, headers={"content-type": "application/json"}))
             progress.update(len(rows))
+            rows.clear()
+
+        for path in files:
+            for number, line in enumerate(path.open("rb"), start=1):
+                if line.strip():
+                    try:
+                        rows.append(orjson.loads(line))
+                    except orjson.JSONDecodeError as exc:
+                        raise SystemExit(f"{path}:{number}: not JSON: {exc}") from None
+                if len(rows) >= batch:
+                    send()
+        if rows:
+            send()
     return 0

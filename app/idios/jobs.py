@@ -17,6 +17,7 @@ from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 from pymilvus.exceptions import MilvusException
 
 from idios import expr
@@ -25,7 +26,8 @@ from idios.config import Settings
 from idios.errors import Conflict, IdiosError, Invalid, NotFound, Timeout, TooLarge, Unavailable
 from idios.images import ImageFetcher, decode_image
 from idios.models import REGISTRY, EmbeddingModel, ModelSpec, ModelUnavailable
-from idios.store import SchemaMismatch, Store
+from idios.store import Columns, SchemaMismatch, Store
+from idios.wire import unpack_array
 
 log = logging.getLogger("idios.jobs")
 
@@ -213,14 +215,20 @@ class JobRunner:
             return [result if result is not None and not result["ok"] else failed(error) for result in results]
         return [result if result is not None else failed(IdiosError("not processed", status=500)) for result in results]
 
-    async def op_restore(self, model: EmbeddingModel, rows: list[dict[str, Any]]) -> int:
-        spec = model.spec
-        storable = [
-            {"url": row["url"], "metadata": row.get("metadata") or {}, "vector": spec.from_public(row["embedding"])}
-            for row in rows
-        ]
-        await asyncio.to_thread(self.store.upsert, spec, storable)
-        return len(storable)
+    async def op_restore(
+        self, model: EmbeddingModel, urls: list[str], metadata: list[dict[str, Any]], vectors: dict[str, Any]
+    ) -> int:
+        """Store rows the API has validated and normalised (`ModelSpec.from_public`), sent as
+        columns: the vectors as one packed array (`idios.wire`)."""
+        await asyncio.to_thread(self._restore, model.spec, urls, metadata, vectors)
+        return len(urls)
+
+    def _restore(self, spec: ModelSpec, urls: list[str], metadata: list[dict[str, Any]], packed: Any) -> None:
+        columns = Columns(urls=urls, vectors=unpack_array(packed), metadata=metadata)
+        try:
+            self.store.upsert_columns(spec, columns)
+        except ValueError as exc:  # columns of different lengths, or vectors of another width
+            raise Invalid(f"the restore job does not fit model {spec.name}: {exc}", type="bad_job") from None
 
     async def op_search(
         self,
@@ -261,10 +269,17 @@ class JobRunner:
         rows = await asyncio.to_thread(self.store.page, model.spec, cursor, limit, with_data=False)
         return [row["url"] for row in rows]
 
-    async def op_dump(self, model: EmbeddingModel, cursor: str | None = None, limit: int = 1000) -> list[dict]:
-        spec: ModelSpec = model.spec
-        rows = await asyncio.to_thread(self.store.page, spec, cursor, limit, with_data=True)
-        return [{"url": r["url"], "metadata": r["metadata"], "embedding": spec.to_public(r["vector"])} for r in rows]
+    async def op_dump(self, model: EmbeddingModel, cursor: str | None = None, limit: int = 1000) -> orjson.Fragment:
+        """A page of rows {url, metadata, embedding}, already JSON: it travels to the HTTP client as it is."""
+        return await asyncio.to_thread(self._dump_page, model.spec, cursor, limit)
+
+    def _dump_page(self, spec: ModelSpec, cursor: str | None, limit: int) -> orjson.Fragment:
+        columns = self.store.columns_after(spec, cursor, limit)
+        rows = [
+            {"url": url, "metadata": metadata, "embedding": spec.to_public(vector)}
+            for url, vector, metadata in zip(columns.urls, columns.vectors, columns.metadata, strict=True)
+        ]
+        return orjson.Fragment(orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY))
 
     async def op_count(self, model: EmbeddingModel) -> int:
         return await asyncio.to_thread(self.store.count, model.spec)

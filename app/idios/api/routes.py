@@ -10,6 +10,7 @@ import base64
 import json
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Body, Depends, File, Form, Request, Response, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +36,9 @@ from idios.api.schemas import (
 from idios.auth import Scope
 from idios.config import Settings
 from idios.errors import Conflict, IdiosError, Invalid, TooLarge
+from idios.models import ModelSpec
 from idios.transport import Lane, Transport, make_job
+from idios.wire import pack_array
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -238,25 +241,37 @@ RESTORE_BODY = {
     openapi_extra=RESTORE_BODY,
 )
 async def restore(request: Request, model: str) -> Response:
+    spec = models.spec(model)
+    body = await request.body()
+    # Parsing a million floats takes a while: in a thread, the event loop keeps answering meanwhile.
+    args = await asyncio.to_thread(_restore_job, spec, body, _settings(request).max_restore_rows)
+    await _call(request, "restore", model, args, "ingest", bulk=True)
+    return NO_CONTENT
+
+
+def _restore_job(spec: ModelSpec, body: bytes, max_rows: int) -> dict[str, Any]:
+    """Validate a restore body whole (nothing is stored unless every row is good) and turn it into
+    the job's columns, the embeddings normalised to their stored form in one array."""
     # Parsed and validated in one pass by pydantic-core: restores carry millions of floats, and
     # FastAPI's own body handling (json.loads, then validation, then model_dump) is several times slower.
-    spec = models.spec(model)
-    settings = _settings(request)
     try:
-        rows = RESTORE_ROWS.validate_json(await request.body())
+        rows = RESTORE_ROWS.validate_json(body)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_input=False)) from None
-    if len(rows) > settings.max_restore_rows:
-        raise TooLarge(f"at most {settings.max_restore_rows} rows per request", type="too_many_items")
+    if len(rows) > max_rows:
+        raise TooLarge(f"at most {max_rows} rows per request", type="too_many_items")
     for index, row in enumerate(rows):
         if len(row.embedding) != spec.dim:
             raise Invalid(
-                f"row {index}: embedding has {len(row.embedding)} values, model {model} needs {spec.dim}",
+                f"row {index}: embedding has {len(row.embedding)} values, model {spec.name} needs {spec.dim}",
                 type="wrong_dimension",
             )
-    args = {"rows": [{"url": row.url, "metadata": row.metadata, "embedding": row.embedding} for row in rows]}
-    await _call(request, "restore", model, args, "ingest", bulk=True)
-    return NO_CONTENT
+    embeddings = np.array([row.embedding for row in rows], dtype=np.float64).reshape(len(rows), spec.dim)
+    return {
+        "urls": [row.url for row in rows],
+        "metadata": [row.metadata or {} for row in rows],
+        "vectors": pack_array(spec.from_public(embeddings)),
+    }
 
 
 async def _search(request: Request, model: str, args: dict[str, Any]) -> list[SearchHit]:
@@ -334,7 +349,8 @@ async def urls(request: Request, model: str, body: PageRequest | None = None) ->
 async def dump(request: Request, model: str, body: PageRequest | None = None) -> Response:
     page = body or PageRequest()
     rows = await _call(request, "dump", model, page.model_dump(), "light", bulk=True)
-    # The rows are already what the schema says; encoding them directly skips a slow re-validation.
+    # The worker answers the page already encoded (an orjson.Fragment, passed through as it is); an
+    # older worker answers the rows themselves. Either way they are what the schema says.
     return Response(orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 

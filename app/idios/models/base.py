@@ -75,30 +75,58 @@ class ModelSpec:
         value = 100.0 * (1.0 - score / self.dim) if self.metric == "HAMMING" else 100.0 * score
         return round(min(100.0, max(0.0, value)), 4)
 
-    def to_public(self, vector: Any) -> list[float] | list[int]:
-        """A stored vector as JSON: floats, or one 0/1 per bit for binary vectors."""
+    def to_public(self, vector: Any) -> np.ndarray | list[int]:
+        """A stored vector in its JSON form: a float32 array (orjson writes it as a list of floats,
+        each as short as float32 allows), or one 0/1 per bit for binary vectors."""
         if self.vector_kind == "binary":
             raw = vector[0] if isinstance(vector, list) and vector and isinstance(vector[0], bytes) else vector
             return np.unpackbits(np.frombuffer(bytes(raw), dtype=np.uint8)).astype(int).tolist()
-        return [float(x) for x in vector]
+        return np.asarray(vector, dtype=np.float32)
 
-    def from_public(self, values: list[float]) -> Any:
-        """Validate a JSON embedding against this model and turn it into the stored form."""
-        if len(values) != self.dim:
+    def from_public(self, values: Any) -> Any:
+        """Validate JSON embeddings against this model and turn them into the stored form.
+
+        `values` is one embedding, or a 2-D array of them, one per row, all checked before any is
+        accepted (errors then name the row). One embedding becomes a float32 array, or packed bytes
+        for binary vectors; a 2-D array becomes a float32 array, or a uint8 array of packed bits,
+        with one row per embedding. Float embeddings are scaled to unit length.
+        """
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise Invalid("embeddings must be lists of numbers of the same length", type="wrong_dimension") from None
+        single = array.ndim == 1
+        rows = array.reshape(1, -1) if single else array
+        if rows.ndim != 2 or rows.shape[1] != self.dim:
+            count = rows.shape[-1] if rows.ndim else 0
             raise Invalid(
-                f"embedding has {len(values)} values but model {self.name} needs {self.dim}", type="wrong_dimension"
+                f"embedding has {count} values but model {self.name} needs {self.dim}", type="wrong_dimension"
             )
-        array = np.asarray(values, dtype=np.float64)
-        if not np.all(np.isfinite(array)):
-            raise Invalid("embedding holds values that are not finite numbers", type="bad_embedding")
+
+        def refuse(bad: np.ndarray, message: str) -> None:
+            if bad.any():
+                where = "" if single else f"row {int(np.flatnonzero(bad)[0])}: "
+                raise Invalid(where + message, type="bad_embedding")
+
+        refuse(~np.isfinite(rows).all(axis=1), "embedding holds values that are not finite numbers")
         if self.vector_kind == "binary":
-            if not np.all((array == 0) | (array == 1)):
-                raise Invalid(f"a {self.name} embedding is {self.dim} bits, each 0 or 1", type="bad_embedding")
-            return np.packbits(array.astype(np.uint8)).tobytes()
-        norm = float(np.linalg.norm(array))
-        if norm == 0.0:
-            raise Invalid("embedding is all zeros", type="bad_embedding")
-        return (array / norm).astype(np.float32)
+            refuse(~((rows == 0) | (rows == 1)).all(axis=1), f"a {self.name} embedding is {self.dim} bits, each 0 or 1")
+            packed = np.packbits(rows.astype(np.uint8), axis=1)
+            return packed[0].tobytes() if single else packed
+        largest = np.abs(rows).max(axis=1, keepdims=True)
+        refuse(largest[:, 0] == 0, "embedding is all zeros")
+        with np.errstate(over="ignore", under="ignore"):
+            norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        odd = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
+        if odd.any():  # squares beyond float64's range: scale those rows down (or up) first
+            rows = rows.copy()
+            rows[odd] /= largest[odd]
+            norms[odd] = np.linalg.norm(rows[odd], axis=1, keepdims=True)
+        # Rows of unit length to float32 precision (dumped ones) are kept as they are: a dump
+        # restores bit for bit, where dividing again could move a last bit.
+        norms[np.abs(norms - 1.0) <= 1e-6] = 1.0
+        unit = (rows / norms).astype(np.float32)
+        return unit[0] if single else unit
 
     def compare(self, a: Any, b: Any) -> float:
         """Similarity 0-100 between two stored-form vectors."""

@@ -75,9 +75,19 @@ async def declare(channel: aio_pika.abc.AbstractChannel, name: str) -> aio_pika.
     return await channel.declare_queue(name, durable=True, arguments=queue_arguments(name))
 
 
+# An answer whose value is JSON already (an orjson.Fragment: a dump page of tens of megabytes) is
+# written behind this head, so the API can take the value back without parsing it and hand the
+# bytes to its HTTP client as they are. It stays an ordinary envelope for any other reader.
+RAW_ANSWER_HEAD = b'{"ok":true,"raw":true,"value":'
+
+
 def encode(value: Any) -> bytes:
+    if isinstance(value, dict) and value.get("ok") is True and isinstance(value.get("value"), orjson.Fragment):
+        return RAW_ANSWER_HEAD + orjson.dumps(value["value"]) + b"}"
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode(body: bytes) -> Any:
+    if body.startswith(RAW_ANSWER_HEAD) and body.endswith(b"}"):
+        return {"ok": True, "value": orjson.Fragment(body[len(RAW_ANSWER_HEAD) : -1])}
     return orjson.loads(body)
