@@ -83,7 +83,7 @@ RAW_ANSWER_HEAD = b'{"ok":true,"raw":true,"value":'
 
 def encode(value: Any) -> bytes:
     if isinstance(value, dict) and value.get("ok") is True and isinstance(value.get("value"), orjson.Fragment):
-        return RAW_ANSWER_HEAD + orjson.dumps(value["value"]) + b"}"
+        return orjson.dumps({"ok": True, "raw": True, "value": value["value"]})  # RAW_ANSWER_HEAD, value, }
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
