@@ -297,3 +297,10 @@ def test_backup_cli_round_trip(stack: Stack, tmp_path: Path) -> None:
         text = b"".join(path.read_bytes() for path in sorted(vit.glob("*.jsonl")))
         dumped = [orjson.loads(line) for line in text.splitlines()]
         assert dumped == dump_all(client)
+
+
+def test_backup_restore_names_an_unreadable_line(tmp_path: Path) -> None:
+    good = orjson.dumps({"url": "http://127.0.0.2/a.jpg", "embedding": [1] + [0] * 63})
+    (tmp_path / "phash-000000.jsonl").write_bytes(good + b"\n\n" + b'{"url": "http://127.0.0.2/b.jpg",\n')
+    with pytest.raises(SystemExit, match=r"phash-000000\.jsonl:3: not JSON"):
+        backup.restore("http://127.0.0.1:9", "phash", tmp_path, 10)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import orjson
 from tqdm import tqdm
 
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+IN_FLIGHT = 2
 
 
 def _client(api: str) -> httpx.Client:
@@ -61,29 +64,45 @@ def _line(row: dict[str, Any]) -> bytes:
 
 
 def restore(api: str, model: str, directory: Path, batch: int) -> int:
-    """Send every `*.jsonl` file of the directory to /restore, `batch` entries a request."""
+    """Send every `*.jsonl` file of the directory to /restore, `batch` entries a request.
+
+    IN_FLIGHT requests go at once, so the API parses one batch while the store writes another:
+    the order in which batches land is not fixed, which is fine for a dump (each url once)."""
     files = sorted(directory.glob("*.jsonl"))
     if not files:
         raise SystemExit(f"no .jsonl files in {directory}")
     total = sum(1 for path in files for line in path.open("rb") if line.strip())
-    with _client(api) as client, tqdm(total=total, unit="entries", desc=f"restore {model}") as progress:
-        rows: list[Any] = []
+    with (
+        _client(api) as client,
+        tqdm(total=total, unit="entries", desc=f"restore {model}") as progress,
+        ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="restore") as senders,
+    ):
+        pending: deque[Future[int]] = deque()
 
-        def send() -> None:
+        def send(rows: list[Any]) -> int:
             body = orjson.dumps(rows)
             _check(client.post(f"/models/{model}/restore", content=body, headers={"content-type": "application/json"}))
-            progress.update(len(rows))
-            rows.clear()
+            return len(rows)
 
+        def submit(rows: list[Any]) -> None:
+            if len(pending) >= IN_FLIGHT:
+                progress.update(pending.popleft().result())
+            pending.append(senders.submit(send, rows))
+
+        rows: list[Any] = []
         for path in files:
-            for number, line in enumerate(path.open("rb"), start=1):
-                if line.strip():
-                    try:
-                        rows.append(orjson.loads(line))
-                    except orjson.JSONDecodeError as exc:
-                        raise SystemExit(f"{path}:{number}: not JSON: {exc}") from None
-                if len(rows) >= batch:
-                    send()
+            with path.open("rb") as lines:
+                for number, line in enumerate(lines, start=1):
+                    if line.strip():
+                        try:
+                            rows.append(orjson.loads(line))
+                        except orjson.JSONDecodeError as exc:
+                            raise SystemExit(f"{path}:{number}: not JSON: {exc}") from None
+                    if len(rows) >= batch:
+                        submit(rows)
+                        rows = []
         if rows:
-            send()
+            submit(rows)
+        while pending:
+            progress.update(pending.popleft().result())
     return 0
