@@ -145,6 +145,15 @@ def test_compare(stack: Stack, images: ImageServer) -> None:
         near = client.post(f"{PHASH}/compare", json={"url": a, "other": images.url("/astronaut_small.jpg")}).json()
         far = client.post(f"{PHASH}/compare", json={"url": a, "other": b}).json()
         assert near > 90 > far
+        # Either side may be an uploaded image (base64) instead of a url.
+        upload = base64.b64encode(jpeg("astronaut")).decode()
+        mixed = client.post(f"{VIT}/compare", json={"image": upload, "other": a + "?k=other"}).json()
+        assert mixed == pytest.approx(100.0, abs=0.01)
+        both = client.post(f"{VIT}/compare", json={"image": upload, "other_image": upload}).json()
+        assert both == pytest.approx(100.0, abs=0.01)
+        for body in ({"url": a}, {"url": a, "image": upload, "other": b}, {"image": "%%%", "other": b}):
+            answer = client.post(f"{VIT}/compare", json=body)
+            assert answer.status_code == 422, (body, answer.text)
 
 
 def test_urls_pagination_to_the_end_with_awkward_urls(stack: Stack, images: ImageServer) -> None:

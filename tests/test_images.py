@@ -71,7 +71,9 @@ def settings() -> Settings:
 def test_decode_jpeg(jpeg_bytes: bytes, settings: Settings) -> None:
     img = decode_image(jpeg_bytes, settings)
     assert img.mode == "RGB"
-    assert img.size == (512, 512)
+    # Decoded at half scale: both sides stay at least decode_min_side (224).
+    assert img.size == (256, 256)
+    assert decode_image(jpeg_bytes, make_settings(decode_min_side=300)).size == (512, 512)
 
 
 def test_decode_png(png_bytes: bytes, settings: Settings) -> None:
@@ -84,7 +86,9 @@ def test_large_jpeg_is_shrunk(settings: Settings) -> None:
     big = Image.fromarray(skdata.coffee()).resize((4000, 2667), Image.Resampling.BILINEAR)
     img = decode_image(encode(big, "JPEG", quality=85), settings)
     assert img.mode == "RGB"
-    assert max(img.size) == 1000
+    assert img.size == (500, 334)  # decoded at 1/8 scale
+    img = decode_image(encode(big, "JPEG", quality=85), make_settings(decode_min_side=2000))
+    assert max(img.size) == 1000  # decoded in full, then shrunk
     assert abs(img.size[0] / img.size[1] - 4000 / 2667) < 0.01
 
 
@@ -184,7 +188,7 @@ def test_animated_gif_first_frame(settings: Settings) -> None:
 def test_cmyk_jpeg(astronaut: Image.Image, settings: Settings) -> None:
     data = encode(astronaut.convert("CMYK"), "JPEG", quality=95)
     assert Image.open(io.BytesIO(data)).mode == "CMYK"
-    img = decode_image(data, settings)
+    img = decode_image(data, make_settings(decode_min_side=512))
     assert img.mode == "RGB" and img.size == (512, 512)
     diff = np.abs(np.asarray(img, dtype=np.int16) - np.asarray(astronaut, dtype=np.int16)).mean()
     assert diff < 20
@@ -267,7 +271,7 @@ async def test_fetch_ok(server: ImageServer, jpeg_bytes: bytes, local_settings: 
 async def test_load_image(server: ImageServer, local_settings: Settings) -> None:
     async with ImageFetcher(local_settings) as fetcher:
         img = await load_image(fetcher, server.url("/cat.jpg"), local_settings)
-    assert img.mode == "RGB" and img.size == (512, 512)
+    assert img.mode == "RGB" and img.size == (256, 256)
 
 
 async def test_fetch_decimal_host(server: ImageServer, jpeg_bytes: bytes, local_settings: Settings) -> None:
@@ -446,4 +450,4 @@ async def test_custom_transport(jpeg_bytes: bytes) -> None:
     settings = make_settings()
     async with ImageFetcher(settings, transport=httpx.MockTransport(handler)) as fetcher:
         img = await load_image(fetcher, "https://images.example/old", settings)
-    assert img.size == (512, 512)
+    assert img.size == (256, 256)

@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     min_image_side: int = Field(150, ge=1, description="Images with a shorter side are refused.")
     max_image_pixels: int = Field(64_000_000, gt=0, description="Images declaring more pixels are refused.")
     decode_min_side: int = Field(
-        448, ge=32, description="Large JPEGs are decoded at reduced scale while both sides stay above this."
+        224, ge=32, description="Large JPEGs are decoded at reduced scale while both sides stay above this."
     )
     max_image_side: int = Field(1000, gt=0, description="Images are shrunk to this longest side before embedding.")
     user_agent: str = Field(DEFAULT_USER_AGENT, description="User-Agent sent when fetching images.")

@@ -55,6 +55,7 @@ class JobRunner:
         self.adds_in_flight = 0
         self.expired = 0
         self._model_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="idios-model")
+        self._interactive_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="idios-interactive")
         self._adds: MicroBatcher[dict[str, Any], Envelope] = MicroBatcher(
             self._add_batch, max_size=settings.batch_size, linger=settings.batch_linger_ms / 1000
         )
@@ -102,6 +103,7 @@ class JobRunner:
     async def aclose(self) -> None:
         await self.fetcher.aclose()
         self._model_pool.shutdown(wait=False, cancel_futures=True)
+        self._interactive_pool.shutdown(wait=False, cancel_futures=True)
 
     # dispatch
 
@@ -142,9 +144,14 @@ class JobRunner:
 
     # building blocks
 
-    async def _image(self, url: str) -> Any:
+    async def _image(self, url: str, *, urgent: bool = False) -> Any:
         data = await self.fetcher.fetch(url)
-        return await asyncio.to_thread(decode_image, data, self.settings)
+        return await self._decode(data, urgent=urgent)
+
+    async def _decode(self, data: bytes, *, urgent: bool = False) -> Any:
+        # Interactive requests decode in their own pool: never queued behind a bulk batch's images.
+        pool = self._interactive_pool if urgent else None
+        return await asyncio.get_running_loop().run_in_executor(pool, decode_image, data, self.settings)
 
     async def _embed(self, model: EmbeddingModel, images: list[Any], *, urgent: bool = False) -> list[Any]:
         # Calls waiting for the model lock sit in their own pool, so they never use up the
@@ -157,8 +164,18 @@ class JobRunner:
         stored = await asyncio.to_thread(self.store.vectors, model.spec, [url])
         if url in stored:
             return stored[url]
-        image = await self._image(url)
+        image = await self._image(url, urgent=True)
         return (await self._embed(model, [image], urgent=True))[0]
+
+    async def _vector_of_upload(self, model: EmbeddingModel, data: str) -> Any:
+        """The vector of a base64 image sent with the request."""
+        picture = await self._decode(_base64(data, self.settings.max_download_bytes), urgent=True)
+        return (await self._embed(model, [picture], urgent=True))[0]
+
+    async def _vector_of(self, model: EmbeddingModel, url: str | None, image: str | None) -> Any:
+        if (url is None) == (image is None):
+            raise Invalid("give exactly one of url or image for each side", type="missing_query")
+        return await (self._vector_of_url(model, url) if url is not None else self._vector_of_upload(model, image))
 
     # operations
 
@@ -249,10 +266,7 @@ class JobRunner:
                 raise Invalid(f"model {spec.name} has no text tower; search it by image", type="no_text_tower")
             vector = (await asyncio.get_running_loop().run_in_executor(self._model_pool, model.embed_texts, [text]))[0]
         elif image is not None:
-            picture = await asyncio.to_thread(
-                decode_image, _base64(image, self.settings.max_download_bytes), self.settings
-            )
-            vector = (await self._embed(model, [picture], urgent=True))[0]
+            vector = await self._vector_of_upload(model, image)
         else:
             raise Invalid("give exactly one of url, text or image", type="missing_query")
         hits = await asyncio.to_thread(
@@ -261,8 +275,18 @@ class JobRunner:
         answers = [{"url": h.url, "metadata": h.metadata, "similarity": spec.similarity(h.score)} for h in hits]
         return [answer for answer in answers if answer["similarity"] >= min_similarity]
 
-    async def op_compare(self, model: EmbeddingModel, url: str, other: str) -> float:
-        first, second = await asyncio.gather(self._vector_of_url(model, url), self._vector_of_url(model, other))
+    async def op_compare(
+        self,
+        model: EmbeddingModel,
+        url: str | None = None,
+        other: str | None = None,
+        image: str | None = None,
+        other_image: str | None = None,
+    ) -> float:
+        """Each side is a url (stored or downloaded) or a base64 image."""
+        first, second = await asyncio.gather(
+            self._vector_of(model, url, image), self._vector_of(model, other, other_image)
+        )
         return model.spec.compare(first, second)
 
     async def op_urls(self, model: EmbeddingModel, cursor: str | None = None, limit: int = 1000) -> list[str]:

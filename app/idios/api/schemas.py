@@ -98,8 +98,19 @@ class SearchHit(BaseModel):
 
 
 class CompareRequest(Strict):
-    url: Url
-    other: Url
+    """Each side is a url or an image sent as base64."""
+
+    url: Url | None = None
+    other: Url | None = None
+    image: str | None = Field(None, description="The first image's bytes, base64, instead of `url`.")
+    other_image: str | None = Field(None, description="The second image's bytes, base64, instead of `other`.")
+
+    @model_validator(mode="after")
+    def _two_images(self) -> CompareRequest:
+        for first, second in (("url", "image"), ("other", "other_image")):
+            if (getattr(self, first) is None) == (getattr(self, second) is None):
+                raise ValueError(f"give exactly one of {first} or {second}")
+        return self
 
 
 class Similarity(BaseModel):

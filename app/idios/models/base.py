@@ -26,29 +26,31 @@ VectorKind = Literal["float", "binary"]
 
 
 class PriorityLock:
-    """One forward pass at a time; interactive callers (urgent) go ahead of waiting batches.
+    """Forward passes: one bulk batch at a time, and one interactive pass at a time.
 
-    A plain lock would let a search wait behind every queued bulk batch.
+    An interactive pass (urgent) never waits for a bulk batch: it runs beside the batch in
+    progress, sharing the cores for its short duration, instead of waiting up to a whole batch's
+    time. A bulk batch does not start while an interactive pass runs or waits.
     """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
-        self._busy = False
-        self._urgent_waiting = 0
+        self._busy = {True: False, False: False}  # by urgency
+        self._urgent = 0  # interactive passes waiting or running
 
     @contextmanager
     def hold(self, urgent: bool = False) -> Iterator[None]:
         with self._condition:
-            self._urgent_waiting += urgent
-            while self._busy or (not urgent and self._urgent_waiting):
+            self._urgent += urgent
+            while self._busy[urgent] or (not urgent and self._urgent):
                 self._condition.wait()
-            self._urgent_waiting -= urgent
-            self._busy = True
+            self._busy[urgent] = True
         try:
             yield
         finally:
             with self._condition:
-                self._busy = False
+                self._busy[urgent] = False
+                self._urgent -= urgent
                 self._condition.notify_all()
 
 

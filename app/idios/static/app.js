@@ -796,17 +796,35 @@ function similarityWords(value) {
   return "different";
 }
 
+const compareFiles = { a: null, b: null };
+
+function fileAsBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.addEventListener("load", () => resolve(String(reader.result).split(",", 2)[1] || ""));
+    reader.addEventListener("error", () => reject(new Error(`Cannot read ${file.name}.`)));
+    reader.readAsDataURL(file);
+  });
+}
+
+// One side of a compare request: {url} for a URL, {image} (base64) for a chosen file.
+async function compareSide(side) {
+  const file = compareFiles[side];
+  if (file) return { image: await fileAsBase64(file) };
+  const url = $(`compare-${side}`).value.trim();
+  return url ? { url } : null;
+}
+
 async function compare(button) {
-  const first = $("compare-a").value.trim();
-  const second = $("compare-b").value.trim();
-  if (!first || !second) throw new Error("Enter the URLs of both images.");
+  const [first, second] = [await compareSide("a"), await compareSide("b")];
+  if (!first || !second) throw new Error("Give both images: a URL or a file for each.");
   if (!state.model) throw new Error("No model is ready.");
-  previewCompare($("compare-a"), $("compare-a-img"));
-  previewCompare($("compare-b"), $("compare-b-img"));
+  for (const side of ["a", "b"]) {
+    if (!compareFiles[side]) previewCompare($(`compare-${side}`), $(`compare-${side}-img`));
+  }
   $("compare-score").hidden = true;
-  const value = await busy(button, () =>
-    api(modelPath("compare"), { method: "POST", json: { url: first, other: second } }),
-  );
+  const body = { url: first.url, image: first.image, other: second.url, other_image: second.image };
+  const value = await busy(button, () => api(modelPath("compare"), { method: "POST", json: body }));
   $("compare-value").textContent = Number(value).toFixed(1);
   $("compare-meter").value = Number(value);
   $("compare-label").textContent = `${similarityWords(value)} (${state.model})`;
@@ -816,6 +834,7 @@ async function compare(button) {
 function setupCompare() {
   for (const side of ["a", "b"]) {
     const input = $(`compare-${side}`);
+    const chooser = $(`compare-${side}-file`);
     const img = $(`compare-${side}-img`);
     img.addEventListener("error", () => {
       img.removeAttribute("src");
@@ -824,6 +843,21 @@ function setupCompare() {
     input.addEventListener("change", () => previewCompare(input, img));
     input.addEventListener("input", () => {
       $("compare-score").hidden = true;
+      if (compareFiles[side]) {
+        compareFiles[side] = null;
+        chooser.value = "";
+      }
+    });
+    chooser.addEventListener("change", () => {
+      const file = chooser.files && chooser.files[0];
+      $("compare-score").hidden = true;
+      if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+      compareFiles[side] = file || null;
+      if (!file) return previewCompare(input, img);
+      input.value = "";
+      img.closest(".frame").classList.remove("broken");
+      img.src = URL.createObjectURL(file);
+      img.hidden = false;
     });
   }
   $("compare-form").addEventListener("submit", (event) => {
