@@ -48,7 +48,7 @@ class Profile:
 
 
 QUICK = Profile(ingest_images=96, seconds=12, latency_seconds=6, entries=20_000, workers=[1])
-FULL = Profile(ingest_images=400, seconds=60, latency_seconds=30, entries=500_000, workers=[1, 2, 4])
+FULL = Profile(ingest_images=400, seconds=60, latency_seconds=20, entries=500_000, workers=[1, 2, 4])
 
 
 @dataclass

@@ -29,6 +29,7 @@ PREFIX = f"/models/{MODEL}"
 HEADERS = {"Authorization": f"Bearer {os.environ['IDIOS_API_KEY']}"} if os.environ.get("IDIOS_API_KEY") else {}
 # Every user walks the ingestion set from its own starting point, so concurrent adds rarely repeat a url.
 _START = itertools.count()
+_FRESH = itertools.count()
 
 
 class IdiosUser(FastHttpUser):
@@ -63,11 +64,15 @@ class AddUser(_Ingesting):
 
 
 class AddBulkUser(_Ingesting):
-    """IDIOS_BENCH_BULK urls per `add_bulk` request."""
+    """IDIOS_BENCH_BULK urls per `add_bulk` request, each new to the store.
+
+    add_bulk leaves stored urls alone, so each url gets a query string never sent before;
+    the image server answers it with the same photo.
+    """
 
     @task
     def add_bulk(self) -> None:
-        batch = [{"url": next(self.urls)} for _ in range(BULK)]
+        batch = [{"url": f"{next(self.urls)}?bulk={os.getpid()}-{next(_FRESH)}"} for _ in range(BULK)]
         self.post("/add_bulk", f"add_bulk ({BULK} urls)", json=batch)
 
 

@@ -161,7 +161,8 @@ class JobRunner:
 
     async def _vector_of_url(self, model: EmbeddingModel, url: str) -> Any:
         """A stored url's vector (no download), else the vector of the downloaded image."""
-        stored = await asyncio.to_thread(self.store.vectors, model.spec, [url])
+        loop = asyncio.get_running_loop()
+        stored = await loop.run_in_executor(self._interactive_pool, self.store.vectors, model.spec, [url])
         if url in stored:
             return stored[url]
         image = await self._image(url, urgent=True)
