@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> Path:
         log("  searches while ingestion saturates the worker")
         mixed = locust(
             serve.url,
-            ["AddUser", "SearchNewUrlUser", "SearchStoredUrlUser"],
+            ["AddUser", "OneSearchNewUrlUser", "OneSearchStoredUrlUser"],
             count=profile.ingest_users + 2,
             seconds=profile.seconds,
             corpus=corpus_file,

@@ -92,6 +92,16 @@ class SearchNewUrlUser(IdiosUser):
         self.post("/search", "search by new url", json={"url": random.choice(CORPUS.fresh), "limit": 10})
 
 
+class OneSearchNewUrlUser(SearchNewUrlUser):
+    """Exactly one such user, whatever the total: the searching client of the mixed profile."""
+
+    fixed_count = 1
+
+
+class OneSearchStoredUrlUser(SearchStoredUrlUser):
+    fixed_count = 1
+
+
 class SearchTextUser(IdiosUser):
     @task
     def search_text(self) -> None:
