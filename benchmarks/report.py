@@ -54,7 +54,14 @@ def write(results: Results, out: Path, stem: str) -> Path:
     rate = results.model_rate
     raw = max(rate["forward"].values())
     raw_batch = max(rate["forward"], key=lambda b: rate["forward"][b])
-    ingest = {stack: images_per_s(figures) for stack, figures in results.ingestion.items()}
+    # Each request name of a stack is its own run (add, then add_bulk): a stack's figure is its best run.
+    runs = {
+        (stack, name): images_per_s({name: figures})
+        for stack, by_name in results.ingestion.items()
+        for name, figures in by_name.items()
+    }
+    ingest = {stack: max(rate for (s, _), rate in runs.items() if s == stack) for stack in results.ingestion}
+    best_run = max(runs, key=lambda run: runs[run])
     serve_add = images_per_s({k: v for k, v in results.ingestion["serve"].items() if k == "add"})
     lat = results.latency
     under = results.under_ingestion
@@ -90,7 +97,7 @@ def write(results: Results, out: Path, stem: str) -> Path:
         (
             "ingestion / raw batched model rate (same cores)",
             "42% (7.7 of 18.3)",
-            f"{100 * best / raw:.0f}% ({best:.1f} of {raw:.1f}, batch {raw_batch})",
+            f"{100 * best / raw:.0f}% ({best:.1f} of {raw:.1f}, batch {raw_batch}; {best_run[0]}, {best_run[1]})",
             "at least 80%",
             _met(best >= 0.8 * raw),
         ),
@@ -300,16 +307,7 @@ def _ram_gb() -> float:
 def _plots(results: Results, ingest: dict[str, float], raw: float, out: Path, stem: str) -> dict[str, Path]:
     paths = {}
 
-    figure, axes = plt.subplots(figsize=(7, 4))
-    names = list(ingest)
-    axes.bar(names, [ingest[n] for n in names], color="#4C72B0")
-    axes.axhline(raw, color="#C44E52", linestyle="--", label=f"raw batched model rate ({raw:.1f})")
-    axes.axhline(0.8 * raw, color="#DD8452", linestyle=":", label="80% of raw")
-    axes.axhline(2.5, color="grey", linestyle="-.", label="original, 1 worker (2.5)")
-    axes.set_ylabel("images/s")
-    axes.set_title("Ingestion throughput against workers (2 cores in all)")
-    axes.legend(fontsize=8)
-    paths["throughput"] = _save(figure, out / f"{stem}-throughput.png")
+    paths["throughput"] = throughput_plot(ingest, raw, out / f"{stem}-throughput.png")
 
     figure, axes = plt.subplots(figsize=(8, 4.5))
     groups = [(f"{n}\n(idle)", f) for n, f in results.latency.items()]
@@ -346,6 +344,20 @@ def _plots(results: Results, ingest: dict[str, float], raw: float, out: Path, st
     axes.legend(fontsize=7)
     paths["memory"] = _save(figure, out / f"{stem}-memory.png")
     return paths
+
+
+def throughput_plot(ingest: dict[str, float], raw: float, path: Path) -> Path:
+    """Images/s of each stack against the raw batched model rate."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    names = list(ingest)
+    axes.bar(names, [ingest[n] for n in names], color="#4C72B0")
+    axes.axhline(raw, color="#C44E52", linestyle="--", label=f"raw batched model rate ({raw:.1f})")
+    axes.axhline(0.8 * raw, color="#DD8452", linestyle=":", label="80% of raw")
+    axes.axhline(2.5, color="grey", linestyle="-.", label="original, 1 worker (2.5)")
+    axes.set_ylabel("images/s")
+    axes.set_title("Ingestion throughput against workers (2 cores in all)")
+    axes.legend(fontsize=8)
+    return _save(figure, path)
 
 
 def _save(figure: Any, path: Path) -> Path:
