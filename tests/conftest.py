@@ -10,6 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pymilvus import MilvusClient
+
+from idios.store import Store
 
 from imageserver import ImageServer
 from photos import PHOTO_NAMES, encode, jpeg, photo, resized
@@ -176,3 +179,21 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         except ValueError:  # pytest-testinfra is not installed
             return True
     return None
+
+
+def drop_prefixed(client: MilvusClient, prefix: str) -> None:
+    for name in client.list_collections():
+        if name.startswith(prefix):
+            client.drop_collection(name)
+
+
+@pytest.fixture
+def store(milvus_uri: str) -> Iterator[Store]:
+    """A Store on collections of its own, dropped afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    s = Store(milvus_uri, prefix=prefix)
+    try:
+        yield s
+    finally:
+        drop_prefixed(s.client, prefix)
+        s.close()

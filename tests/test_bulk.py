@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -131,19 +130,6 @@ def test_packed_floats_are_a_protobuf_float_array() -> None:
 
 
 # the store, against Milvus
-
-
-@pytest.fixture
-def store(milvus_uri: str) -> Iterator[Store]:
-    prefix = f"t{uuid.uuid4().hex[:8]}_"
-    s = Store(milvus_uri, prefix=prefix)
-    try:
-        yield s
-    finally:
-        for name in s.client.list_collections():
-            if name.startswith(prefix):
-                s.client.drop_collection(name)
-        s.close()
 
 
 def test_columns_round_trip_exactly_in_url_order(store: Store) -> None:

@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pymilvus import DataType, MilvusClient
+from pymilvus import DataType
 
 from idios import expr
 from idios.models import spec
 from idios.store import SchemaMismatch, Store
+
+from conftest import drop_prefixed
 
 VIT = spec("vit_b32")
 PHASH = spec("phash")
@@ -39,23 +41,6 @@ TRICKY_URLS = [
     "https://x.test/a\\",
 ]
 PLAIN_URLS = ["https://x.test/a", "https://x.test/ab.jpg", "https://x.test/a b.jpg", "https://x.test/z.jpg"]
-
-
-def drop_prefixed(client: MilvusClient, prefix: str) -> None:
-    for name in client.list_collections():
-        if name.startswith(prefix):
-            client.drop_collection(name)
-
-
-@pytest.fixture
-def store(milvus_uri: str) -> Iterator[Store]:
-    prefix = f"t{uuid.uuid4().hex[:8]}_"
-    s = Store(milvus_uri, prefix=prefix)
-    try:
-        yield s
-    finally:
-        drop_prefixed(s.client, prefix)
-        s.close()
 
 
 def unit_vectors(n: int, dim: int = VIT.dim, seed: int = 0) -> np.ndarray:
