@@ -318,9 +318,13 @@ function searchOptions() {
   return { limit, min_similarity: Number($("min-similarity").value), filter };
 }
 
-/** The metadata filter: null when empty, undefined when invalid (the error is shown under the field). */
-function parseFilter() {
-  const input = $("filter");
+/**
+ * The JSON object typed in the field `id`: null when empty, undefined when invalid, the reason
+ * then shown in `${id}-error`. `what` names the field in messages ("The filter", "Metadata");
+ * `check(value)` may return a further problem with a valid object.
+ */
+function jsonObjectField(id, what, notJson, check = () => "") {
+  const input = $(id);
   const text = input.value.trim();
   let problem = "";
   let value = null;
@@ -328,18 +332,27 @@ function parseFilter() {
     try {
       value = JSON.parse(text);
       if (!value || typeof value !== "object" || Array.isArray(value)) {
-        problem = 'The filter must be a JSON object, e.g. {"tags": "cat"}.';
-      } else if (Object.values(value).some((v) => v === null || typeof v === "object")) {
-        problem = "Filter values must be strings, numbers or booleans.";
+        problem = `${what} must be a JSON object, e.g. {"tags": "cat"}.`;
+      } else {
+        problem = check(value);
       }
     } catch (error) {
-      problem = `The filter is not valid JSON: ${error.message}`;
+      problem = `${notJson}: ${error.message}`;
     }
   }
-  $("filter-error").textContent = problem;
-  $("filter-error").hidden = !problem;
+  $(`${id}-error`).textContent = problem;
+  $(`${id}-error`).hidden = !problem;
   input.setAttribute("aria-invalid", String(Boolean(problem)));
   return problem ? undefined : value;
+}
+
+/** The metadata filter: null when empty, undefined when invalid (the error is shown under the field). */
+function parseFilter() {
+  return jsonObjectField("filter", "The filter", "The filter is not valid JSON", (value) =>
+    Object.values(value).some((v) => v === null || typeof v === "object")
+      ? "Filter values must be strings, numbers or booleans."
+      : "",
+  );
 }
 
 function clearResults(message) {
@@ -588,25 +601,9 @@ function setupSearch() {
 
 /** The metadata object, null when empty, undefined when invalid (and the reason is shown). */
 function checkMetadata() {
-  const area = $("add-metadata");
-  const text = area.value.trim();
-  let problem = "";
-  let value = null;
-  if (text) {
-    try {
-      value = JSON.parse(text);
-      if (!value || typeof value !== "object" || Array.isArray(value)) {
-        problem = 'Metadata must be a JSON object, e.g. {"tags": "cat"}.';
-      }
-    } catch (error) {
-      problem = `Not valid JSON: ${error.message}`;
-    }
-  }
-  $("add-metadata-error").textContent = problem;
-  $("add-metadata-error").hidden = !problem;
-  area.setAttribute("aria-invalid", String(Boolean(problem)));
-  $("add-button").disabled = Boolean(problem);
-  return problem ? undefined : value;
+  const value = jsonObjectField("add-metadata", "Metadata", "Not valid JSON");
+  $("add-button").disabled = value === undefined;
+  return value;
 }
 
 function addResult(text, url, kind = "ok") {
