@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 import uuid
 from typing import Any
@@ -30,20 +29,32 @@ def _rate(count: int, call: Any, rounds: int) -> float:
     return count * rounds / (time.perf_counter() - start)
 
 
-def forward_rates(settings: Settings, batches: list[int], rounds: int) -> dict[str, Any]:
-    import torch
-
+def _forward(settings: Settings, images: list[Any], batches: list[int], rounds: int) -> dict[int, float]:
+    """Images/s of the image tower alone (inputs prepared beforehand), by batch size."""
     model = REGISTRY["vit_b32"](settings)
     model.load()
-    torch.set_num_threads(settings.torch_threads or os.cpu_count() or 1)
+    pixels = model.pixels(images)
+    return {
+        batch: _rate(batch, lambda part=pixels[:batch]: model.embed_pixels(part), max(1, rounds * 16 // batch))
+        for batch in batches
+    }
+
+
+def forward_rates(settings: Settings, batches: list[int], rounds: int, runtimes: bool) -> dict[str, Any]:
+    """The stack's own model (its runtime and quantisation): forward rates, with preprocessing,
+    singles against a batch; with `runtimes`, the forward rates of the other runtimes beside it."""
     images = [decode_image(derived_jpeg(i), settings) for i in range(max(batches))]
-    tensors = torch.stack([model._preprocess(image) for image in images])
-    result: dict[str, Any] = {"forward": {}, "with_preprocessing": {}}
-    with torch.inference_mode():
-        for batch in batches:
-            part = tensors[:batch]
-            rate = _rate(batch, lambda part=part: model._model.encode_image(part), max(1, rounds * 16 // batch))
-            result["forward"][batch] = rate
+    result: dict[str, Any] = {"forward": _forward(settings, images, batches, rounds), "with_preprocessing": {}}
+    result["variant"] = f"{settings.runtime} {settings.quantize}"
+    if runtimes:
+        result["runtimes"] = {
+            f"{runtime} {quantize}": _forward(
+                settings.model_copy(update={"runtime": runtime, "quantize": quantize}), images, [1, 16], rounds
+            )
+            for runtime, quantize in (("onnx", "int8"), ("onnx", "none"), ("torch", "int8"), ("torch", "none"))
+        }
+    model = REGISTRY["vit_b32"](settings)
+    model.load()
     for batch in batches:
         part = images[:batch]
         rate = _rate(batch, lambda part=part: model.embed_images(part), max(1, rounds * 16 // batch))
@@ -97,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings(weights="random")
     batches = [1, 8, 16] if args.quick else [1, 8, 16, 32]
-    result = forward_rates(settings, batches, rounds=2 if args.quick else 4)
+    result = forward_rates(settings, batches, rounds=2 if args.quick else 4, runtimes=not args.quick)
     if args.milvus_uri:
         result.update(insert_costs(args.milvus_uri))
     print(json.dumps(result))

@@ -20,6 +20,21 @@ MB = 1024 * 1024
 ORIGINAL_MEMORY_MB = {"etcd": 379, "Milvus": 2048, "MinIO": 160, "RabbitMQ": 130, "worker": 830, "api": 24}
 
 
+def runtime_table(runtimes: dict[str, dict[str, float]], used: str) -> list[str]:
+    """Forward rates of each runtime and quantisation, measured side by side (full profile only)."""
+    if not runtimes:
+        return []
+    return [
+        "| runtime, quantisation | batch 1 images/s | batch 16 images/s |",
+        "|---|---|---|",
+        *(
+            f"| {name}{' (used)' if name == used else ''} | {rates['1']:.1f} | {rates['16']:.1f} |"
+            for name, rates in runtimes.items()
+        ),
+        "",
+    ]
+
+
 def images_per_s(figures: dict[str, Latency]) -> float:
     """Images added per second in a run: add counts one image a request, add_bulk (N urls) N."""
     total = 0.0
@@ -226,6 +241,9 @@ def write(results: Results, out: Path, stem: str) -> Path:
         "|---|---|---|",
         *(f"| {b} | {rate['forward'][b]:.1f} | {rate['with_preprocessing'].get(b, 0):.1f} |" for b in rate["forward"]),
         "",
+        f"The stack's model: vit_b32 on {rate.get('variant', 'torch int8')} (IDIOS_RUNTIME, IDIOS_QUANTIZE).",
+        "",
+        *runtime_table(rate.get("runtimes", {}), rate.get("variant", "")),
         "## Ingestion",
         "",
         "| stack | request | requests | failures | requests/s | p50 ms | p95 ms | p99 ms | images/s |",

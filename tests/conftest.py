@@ -19,6 +19,9 @@ from photos import PHOTO_NAMES, encode, jpeg, photo, resized
 from stack import Process, free_port, models_ready, port_free, wait_until
 
 IMAGE_HOST = "127.0.0.2"
+# Every model load of the suite, in-process or in a started worker, shares one set of exported
+# ONNX graphs: the first load exports them (about 30 s), the others reuse them.
+os.environ.setdefault("IDIOS_ONNX_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "onnx"))
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 

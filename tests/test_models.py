@@ -1,4 +1,4 @@
-"""Model loading options: int8 quantisation against float32, on real photos.
+"""Model loading options: int8 quantisation and the ONNX runtime against float32, on real photos.
 
 The weights are the seeded random ones (IDIOS_WEIGHTS=random): no pretrained weights can be
 fetched where the tests run, so agreement is measured on the real architecture with random
@@ -6,6 +6,10 @@ values, which says how much quantisation moves vectors, not how well CLIP matche
 """
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -41,7 +45,7 @@ def images() -> list[Image.Image]:
 def vit_b32_pair():
     models = {}
     for quantize in ("none", "int8"):
-        model = REGISTRY["vit_b32"](Settings(weights="random", quantize=quantize))
+        model = REGISTRY["vit_b32"](Settings(weights="random", runtime="torch", quantize=quantize))
         model.load()
         models[quantize] = model
     return models["none"], models["int8"]
@@ -86,15 +90,15 @@ def test_int8_leaves_no_float_matrices(vit_b32_pair) -> None:
     release_memory()  # callable at any time
 
 
-def test_int8_embeddings_agree_with_float32(vit_b32_pair, images) -> None:
-    fp32, int8 = vit_b32_pair
+def assert_agrees(fp32, model, images) -> None:
+    """`model`'s vectors are float32's to cosine 0.999 (texts 0.995), and keep the neighbours."""
     reference = np.array(fp32.embed_images(images))
-    batched = np.array(int8.embed_images(images))
+    batched = np.array(model.embed_images(images))
     assert batched.shape == reference.shape == (len(images), 512)
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
     assert (batched * reference).sum(axis=1).min() > 0.999
     # Activations are quantised per batch: alone, an image gets a vector very close to its batched one.
-    alone = np.array(int8.embed_images(images[:1], urgent=True))[0]
+    alone = np.array(model.embed_images(images[:1], urgent=True))[0]
     assert float(alone @ batched[0]) > 0.999
 
     # Retrieval: each image's five nearest neighbours mostly stay the same.
@@ -105,5 +109,115 @@ def test_int8_embeddings_agree_with_float32(vit_b32_pair, images) -> None:
     overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in pairs])
     assert overlap >= 0.9
     texts = ["a photo of a cat", "an astronaut", "a cup of coffee", "coins on a table"]
-    text_cosines = (np.array(fp32.embed_texts(texts)) * np.array(int8.embed_texts(texts))).sum(axis=1)
+    text_cosines = (np.array(fp32.embed_texts(texts)) * np.array(model.embed_texts(texts))).sum(axis=1)
     assert text_cosines.min() > 0.995
+
+
+def test_int8_embeddings_agree_with_float32(vit_b32_pair, images) -> None:
+    fp32, int8 = vit_b32_pair
+    assert_agrees(fp32, int8, images)
+
+
+# ONNX Runtime (IDIOS_RUNTIME=onnx, the default)
+
+
+@pytest.fixture(scope="module")
+def onnx_int8():
+    model = REGISTRY["vit_b32"](Settings(weights="random", runtime="onnx", quantize="int8"))
+    model.load()
+    return model
+
+
+def test_runtime_setting(monkeypatch) -> None:
+    monkeypatch.delenv("IDIOS_RUNTIME", raising=False)
+    assert Settings().runtime == "onnx"
+    with pytest.raises(ValueError):
+        Settings(runtime="tensorflow")
+
+
+def test_onnx_int8_agrees_with_torch_float32(vit_b32_pair, onnx_int8, images) -> None:
+    fp32, _ = vit_b32_pair
+    assert_agrees(fp32, onnx_int8, images)
+
+
+def test_clip_inputs_are_open_clips(images) -> None:
+    """The torch-free pixels and tokens are exactly what open_clip's transform and tokenizer give."""
+    import open_clip
+
+    from idios.models.clip_inputs import ClipTokenizer, pixels
+
+    transform = open_clip.image_transform(224, is_train=False)
+    odd = [images[0].resize((1001, 333)), images[1].resize((224, 224)), images[2].resize((225, 700))]
+    for batch in (images[:8], odd):
+        expected = torch.stack([transform(image) for image in batch]).numpy()
+        np.testing.assert_array_equal(pixels(batch, 224), expected)
+    texts = [
+        "a photo of a cat",
+        "A DOG on the   beach!!",
+        "Ça coûte 12,50 € — naïve café",
+        "日本語のテキスト",
+        "emoji 🐱🐶 and it's what we'll've done",
+        "&amp;lt;b&amp;gt; html entities",
+        "<start_of_text> special tokens inside <end_of_text>",
+        "",
+        "x" * 300,
+        " ".join(["word"] * 100),
+        "numbers 1234567 and 3.14159, snake_case/kebab-case.jpg",
+        "tab\tnew\nline e\u0301",
+    ]
+    np.testing.assert_array_equal(ClipTokenizer()(texts), open_clip.get_tokenizer("ViT-B-32")(texts).numpy())
+
+
+def test_onnx_graphs_are_exported_once_per_key(onnx_int8) -> None:
+    from idios.models.onnx import graph_dir
+
+    settings = Settings(weights="random", runtime="onnx", quantize="int8")
+    directory = graph_dir(settings, "vit_b32", "random")
+    stamps = {path.name: path.stat().st_mtime_ns for path in directory.glob("*.onnx")}
+    assert set(stamps) == {"image.onnx", "text.onnx"}
+    again = REGISTRY["vit_b32"](settings)
+    again.load()  # from the files: nothing exported again
+    assert {path.name: path.stat().st_mtime_ns for path in directory.glob("*.onnx")} == stamps
+    # Whatever the graphs are built from is part of their key.
+    assert graph_dir(Settings(weights="random", quantize="none"), "vit_b32", "random") != directory
+    assert graph_dir(settings, "vit_b32", "file:/w/vit_b32.pt:1:2") != directory
+    assert graph_dir(settings, "vit_l14", "random") != directory
+
+
+def test_onnx_worker_process_never_imports_torch(onnx_int8) -> None:
+    """What keeps a worker small: loading and running the model leaves torch out of the process."""
+    code = (
+        "import sys; from idios.config import Settings; from idios.models import REGISTRY; from PIL import Image;"
+        "m = REGISTRY['vit_b32'](Settings(weights='random')); m.load();"
+        "m.embed_images([Image.new('RGB', (300, 200), 'red')]); m.embed_texts(['red']);"
+        "print(sorted(name for name in ('torch', 'torchvision', 'open_clip') if name in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_damaged_onnx_graph_is_removed_and_reported(onnx_int8, tmp_path) -> None:
+    from idios.models.base import ModelUnavailable
+    from idios.models.onnx import graph_dir
+
+    settings = Settings(weights="random", runtime="onnx", quantize="int8")
+    copy = Settings(weights="random", runtime="onnx", quantize="int8", onnx_dir=tmp_path)
+    source, target = graph_dir(settings, "vit_b32", "random"), graph_dir(copy, "vit_b32", "random")
+    shutil.copytree(source, target)
+    (target / "image.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ModelUnavailable, match="cannot load the ONNX graphs"):
+        REGISTRY["vit_b32"](copy).load()
+    assert not (target / "image.onnx").exists()  # the next start exports it again
+
+
+def test_failed_export_makes_the_model_unavailable_with_the_reason(tmp_path, monkeypatch) -> None:
+    from idios.models.base import ModelUnavailable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "vit_b32.pt").write_bytes(b"not a checkpoint")
+    settings = Settings(weights="pretrained", weights_dir=weights, onnx_dir=tmp_path / "onnx")
+    with pytest.raises(ModelUnavailable, match=r"exporting vit_b32 to ONNX failed.*vit_b32\.pt"):
+        REGISTRY["vit_b32"](settings).load()
+    assert [path.name for path in (tmp_path / "onnx").iterdir()] == [".vit_b32.lock"]  # no half-written graphs

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import os
 import time
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,12 +64,6 @@ class JobRunner:
     def load_models(self) -> list[str]:
         """Load every configured model (blocking, in parallel: one slow download does not hold up
         the others); returns the names now ready."""
-        try:
-            import torch
-
-            torch.set_num_threads(self.settings.torch_threads or os.cpu_count() or 1)
-        except ImportError:
-            pass
         with ThreadPoolExecutor(max_workers=max(1, len(self.settings.models))) as pool:
             list(pool.map(self._load, self.settings.models))
         return list(self.models)

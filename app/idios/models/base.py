@@ -6,6 +6,7 @@ which only needs each model's description, stays small.
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -52,6 +53,11 @@ class PriorityLock:
                 self._busy[urgent] = False
                 self._urgent -= urgent
                 self._condition.notify_all()
+
+
+def intra_op_threads(settings: Settings) -> int:
+    """Threads of each forward pass (IDIOS_TORCH_THREADS, for either runtime); 0 means every core."""
+    return settings.torch_threads or os.cpu_count() or 1
 
 
 class ModelUnavailable(Exception):

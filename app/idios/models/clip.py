@@ -1,10 +1,18 @@
-"""CLIP models from open_clip: image and text towers sharing one embedding space."""
+"""CLIP models from open_clip: image and text towers sharing one embedding space.
+
+Two runtimes (IDIOS_RUNTIME): `onnx`, the default, runs graphs exported from the open_clip model
+with ONNX Runtime and keeps torch out of the process; `torch` runs the open_clip model itself (the
+GPU's choice). Both take the same inputs (`clip_inputs`) and give unit-length float32 vectors.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable
+import numpy as np
+
+from idios.models import onnx
+from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable, intra_op_threads
 from idios.models.weights import random_weights, seed_torch, weights_file
 
 if TYPE_CHECKING:
@@ -12,23 +20,27 @@ if TYPE_CHECKING:
 
 
 class ClipModel(EmbeddingModel):
-    """An open_clip architecture; subclasses name it and its pretrained tag."""
+    """An open_clip architecture; subclasses name it, its pretrained tag and its input size."""
 
     architecture: ClassVar[str]
     pretrained: ClassVar[str]
+    image_size: ClassVar[int] = 224
 
-    def load(self) -> None:
+    def _weights_files(self) -> tuple[str, ...]:
+        name = self.spec.name
+        return f"{name}.pt", f"{name}.bin", f"{name}.safetensors"
+
+    def build_torch(self) -> Any:
+        """The float32 open_clip model with its weights, in eval mode."""
         try:
             import open_clip
-            import torch
         except ImportError as exc:  # the API image ships without torch
             raise ModelUnavailable(f"missing package: {exc.name}") from exc
-        name = self.spec.name
-        if random_weights(self.settings, name):
+        if random_weights(self.settings, self.spec.name):
             seed_torch()
             model = open_clip.create_model(self.architecture, pretrained=None)
         else:
-            local = weights_file(self.settings, f"{name}.pt", f"{name}.bin", f"{name}.safetensors")
+            local = weights_file(self.settings, *self._weights_files())
             pretrained = str(local) if local else self.pretrained
             cache_dir = str(self.settings.weights_dir) if self.settings.weights_dir else None
             try:
@@ -36,10 +48,44 @@ class ClipModel(EmbeddingModel):
             except Exception as exc:
                 raise ModelUnavailable(
                     f"cannot load {self.architecture} weights '{pretrained}': {exc}. "
-                    f"Put {name}.pt in IDIOS_WEIGHTS_DIR or make the open_clip cache reachable."
+                    f"Put {self.spec.name}.pt in IDIOS_WEIGHTS_DIR or make the open_clip cache reachable."
                 ) from exc
         model.eval()
         model.requires_grad_(False)
+        return model
+
+    def load(self) -> None:
+        from idios.models.clip_inputs import ClipTokenizer
+
+        try:
+            self._tokenizer = ClipTokenizer()
+        except (ImportError, FileNotFoundError) as exc:
+            raise ModelUnavailable(f"cannot build CLIP's tokenizer: {exc}") from exc
+        if self.settings.runtime == "onnx":
+            self._load_onnx()
+        else:
+            self._load_torch()
+
+    def _weights_identity(self) -> str:
+        """What the exported graphs are computed from: random, a local file (as it is now), or a tag."""
+        if random_weights(self.settings, self.spec.name):
+            return "random"
+        local = weights_file(self.settings, *self._weights_files())
+        if local is not None:
+            stat = local.stat()
+            return f"file:{local.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        return f"pretrained:{self.pretrained}"
+
+    def _load_onnx(self) -> None:
+        paths = onnx.ensure_graphs(self.settings, self.spec.name, self._weights_identity(), ("image", "text"))
+        towers = onnx.load_towers(self.settings, paths)
+        self._image_tower, self._text_tower = towers["image"].run, towers["text"].run
+
+    def _load_torch(self) -> None:
+        import torch
+
+        torch.set_num_threads(intra_op_threads(self.settings))
+        model = self.build_torch()
         try:
             from idios.models.int8 import quantize_int8, release_memory
         except ImportError as exc:  # torch.ao.quantization is deprecated; a future torch may drop it
@@ -48,26 +94,36 @@ class ClipModel(EmbeddingModel):
             quantize_int8(model)  # frees the float32 weights
         else:
             release_memory()  # the checkpoint's state dict, freed once loaded
-        self._torch = torch
-        self._model = model
-        self._preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
-        self._tokenizer = open_clip.get_tokenizer(self.architecture)
 
-    def _normalised(self, features: Any) -> list[Any]:
-        features = features / features.norm(dim=-1, keepdim=True)
-        return list(features.float().cpu().numpy())
+        def tower(encode: Any, dtype: Any) -> Any:
+            def run(array: np.ndarray) -> np.ndarray:
+                with torch.inference_mode():
+                    features = encode(torch.from_numpy(array).to(dtype))
+                    return (features / features.norm(dim=-1, keepdim=True)).float().cpu().numpy()
+
+            return run
+
+        self._model = model
+        self._image_tower = tower(model.encode_image, torch.float32)
+        self._text_tower = tower(model.encode_text, torch.long)
+
+    def pixels(self, images: list[Image]) -> np.ndarray:
+        """The image tower's input batch."""
+        from idios.models.clip_inputs import pixels
+
+        return pixels(images, self.image_size)
+
+    def embed_pixels(self, batch: np.ndarray, urgent: bool = False) -> list[Any]:
+        with self.lock.hold(urgent):
+            return list(self._image_tower(batch))
 
     def embed_images(self, images: list[Image], urgent: bool = False) -> list[Any]:
-        torch = self._torch
-        batch = torch.stack([self._preprocess(image) for image in images])
-        with self.lock.hold(urgent), torch.inference_mode():
-            return self._normalised(self._model.encode_image(batch))
+        return self.embed_pixels(self.pixels(images), urgent)
 
     def embed_texts(self, texts: list[str]) -> list[Any]:
-        torch = self._torch
         tokens = self._tokenizer(texts)
-        with self.lock.hold(urgent=True), torch.inference_mode():
-            return self._normalised(self._model.encode_text(tokens))
+        with self.lock.hold(urgent=True):
+            return list(self._text_tower(tokens))
 
 
 class VitB32(ClipModel):
