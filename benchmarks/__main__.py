@@ -30,7 +30,16 @@ from benchmarks import report
 from benchmarks.corpus import IMAGE_HOST, serve_corpus
 from benchmarks.localstack import LocalStack
 from benchmarks.memory import MemorySampler, directory_bytes, find_pid
-from benchmarks.scenarios import ROOT, Latency, locust, median_ms, restore_synthetic, timed, walk
+from benchmarks.scenarios import (
+    ROOT,
+    Latency,
+    dump_to_files,
+    locust,
+    median_ms,
+    restore_synthetic,
+    timed,
+    walk,
+)
 
 from imageserver import ImageServer
 
@@ -198,7 +207,9 @@ def run(args: argparse.Namespace) -> Path:
         count, rate, pages = walk(client, MODEL, "urls", 10_000)
         results.scale["urls"] = {"entries": count, "per_s": rate, "page_ms": median_ms(pages)}
         count, rate, pages = walk(client, MODEL, "dump", 10_000)
-        results.scale["dump"] = {"entries": count, "per_s": rate, "page_ms": median_ms(pages)}
+        results.scale["dump_pages"] = {"entries": count, "per_s": rate, "page_ms": median_ms(pages)}
+        count, rate = dump_to_files(serve.url, MODEL)
+        results.scale["dump"] = {"entries": count, "per_s": rate}
         results.memory[f"serve, after dump of {count}"] = dict(sampler.sample())
         if milvus_dir:
             results.disk[f"Milvus at {results.scale['entries']} entries"] = directory_bytes(milvus_dir)

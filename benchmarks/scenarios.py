@@ -7,6 +7,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+
+from idios import backup
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,6 +154,16 @@ def walk(client: httpx.Client, model: str, op: str, page: int) -> tuple[int, flo
         total += len(rows)
         cursor = rows[-1] if op == "urls" else rows[-1]["url"]
     return total, total / (time.perf_counter() - begin), pages
+
+
+def dump_to_files(api: str, model: str) -> tuple[int, float]:
+    """`idios dump` as a user runs it: the streamed dump written to JSON Lines files; entries, entries/s."""
+    with tempfile.TemporaryDirectory(prefix="idios-bench-dump-") as directory:
+        begin = time.perf_counter()
+        backup.dump(api, model, Path(directory), 10_000)
+        seconds = time.perf_counter() - begin
+        entries = sum(path.read_bytes().count(b"\n") for path in Path(directory).glob("*.jsonl"))
+    return entries, entries / seconds
 
 
 def median_ms(seconds: list[float]) -> float:

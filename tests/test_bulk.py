@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import socketserver
+import threading
 import uuid
 from pathlib import Path
 
@@ -290,3 +292,66 @@ def test_backup_restore_names_an_unreadable_line(tmp_path: Path) -> None:
     (tmp_path / "phash-000000.jsonl").write_bytes(good + b"\n\n" + b'{"url": "http://127.0.0.2/b.jpg",\n')
     with pytest.raises(SystemExit, match=r"phash-000000\.jsonl:3: not JSON"):
         backup.restore("http://127.0.0.1:9", "phash", tmp_path, 10)
+
+
+def test_streamed_dump_is_the_paged_dump(stack: Stack) -> None:
+    """dump.jsonl: every row once, in url order, as the pages give them; `after` resumes; bad asks are 4xx."""
+    key = uuid.uuid4().hex[:6]
+    bits = np.random.default_rng(11).integers(0, 2, (10, 64)).tolist()
+    rows = [
+        {"url": f"http://127.0.0.2/{key}/{i:02d}.jpg", "metadata": {"i": i}, "embedding": bits[i]} for i in range(10)
+    ]
+    with stack.client() as client:
+        assert client.post("/models/phash/restore", json=rows).status_code == 204
+        paged = dump_all(client, "/models/phash")
+        response = client.get("/models/phash/dump.jsonl", params={"page": 3})  # many pages, each prefetched
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
+        assert response.content.endswith(b"\n")
+        assert [orjson.loads(line) for line in response.content.splitlines()] == paged
+        middle = paged[len(paged) // 2]["url"]
+        resumed = client.get("/models/phash/dump.jsonl", params={"after": middle, "page": 4}).content
+        assert [orjson.loads(line) for line in resumed.splitlines()] == [r for r in paged if r["url"] > middle]
+        assert client.get("/models/phash/dump.jsonl", params={"after": paged[-1]["url"]}).content == b""
+        assert client.get("/models/nope/dump.jsonl").status_code == 404
+        refused = client.get("/models/phash/dump.jsonl", params={"page": 0})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", "page"]
+
+
+def test_dump_files_split_whole_lines(tmp_path: Path) -> None:
+    lines = [orjson.dumps({"url": f"u{i}"}) + b"\n" for i in range(23)]
+    files = backup.DumpFiles(tmp_path, "m", 5)
+    written = sum(files.write(b"".join(lines[start : start + size])) for start, size in ((0, 1), (1, 7), (8, 15)))
+    files.close()
+    assert written == 23
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == [f"m-{i:06d}.jsonl" for i in range(5)]  # 5+5+5+5+3 lines, no .part left
+    assert [(tmp_path / name).read_bytes() for name in names] == [b"".join(lines[i : i + 5]) for i in range(0, 23, 5)]
+
+
+def test_backup_dump_reports_a_dump_that_broke_off(tmp_path: Path) -> None:
+    """A response cut before its last chunk (the server lost its store mid-dump) fails the command,
+    and no file holds a partial line."""
+    row = orjson.dumps({"url": "http://127.0.0.2/a.jpg", "metadata": {}, "embedding": [1] + [0] * 63}) + b"\n"
+
+    class CutShort(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            request = self.rfile.readline()
+            while self.rfile.readline().strip():
+                pass
+            if b"/count" in request:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1\r\n\r\n9")
+                return
+            head = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n"
+            self.wfile.write(head)
+            body = row * 3 + row[:20]
+            self.wfile.write(f"{len(body):x}\r\n".encode() + body + b"\r\n")  # then closes, no final chunk
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), CutShort) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with pytest.raises(SystemExit, match="broke off after 3 entries"):
+                backup.dump(f"http://127.0.0.1:{server.server_address[1]}", "phash", tmp_path, 2)
+        finally:
+            server.shutdown()
+    assert (tmp_path / "phash-000000.jsonl").read_bytes() == row * 2
+    assert (tmp_path / "phash-000001.jsonl.part").read_bytes() == row

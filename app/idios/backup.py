@@ -6,7 +6,7 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import orjson
@@ -32,35 +32,85 @@ def _check(response: httpx.Response) -> httpx.Response:
     return response
 
 
+class DumpFiles:
+    """Lines in, files `MODEL-000000.jsonl`, ... of `batch` lines out; each file appears (renamed
+    from `.part`) only once it is whole."""
+
+    def __init__(self, directory: Path, model: str, batch: int) -> None:
+        self.directory, self.model, self.batch = directory, model, batch
+        self.part = 0
+        self.lines = 0  # in the file being written
+        self._out: BinaryIO | None = None
+
+    def write(self, data: bytes) -> int:
+        """Write whole lines; returns how many."""
+        written = 0
+        while data:
+            if self._out is None:
+                self._out = self._path(".jsonl.part").open("wb")
+            cut = _after_nth_newline(data, self.batch - self.lines)
+            self._out.write(data[:cut])
+            count = data.count(b"\n", 0, cut)
+            self.lines += count
+            written += count
+            data = data[cut:]
+            if self.lines == self.batch:
+                self.close()
+        return written
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+            self._path(".jsonl.part").replace(self._path(".jsonl"))
+            self.part += 1
+            self.lines = 0
+
+    def _path(self, suffix: str) -> Path:
+        return self.directory / f"{self.model}-{self.part:06d}{suffix}"
+
+
+def _after_nth_newline(data: bytes, n: int) -> int:
+    """The index just after the n-th newline of `data`, or its length when it has fewer."""
+    index = -1
+    for _ in range(n):
+        index = data.find(b"\n", index + 1)
+        if index < 0:
+            return len(data)
+    return index + 1
+
+
 def dump(api: str, model: str, directory: Path, batch: int) -> int:
-    """Write files `MODEL-000000.jsonl`, ... of `batch` entries each, ascending by url."""
+    """Write files `MODEL-000000.jsonl`, ... of `batch` entries each, ascending by url, from one
+    streamed response; the lines are written as the server sent them, never parsed."""
     directory.mkdir(parents=True, exist_ok=True)
+    files = DumpFiles(directory, model, batch)
     with _client(api) as client:
         total = _check(client.get(f"/models/{model}/count")).json()
-        cursor = None
-        part = 0
-        with tqdm(total=total, unit="entries", desc=f"dump {model}") as progress:
-            while True:
-                response = _check(client.post(f"/models/{model}/dump", json={"cursor": cursor, "limit": batch}))
-                rows = orjson.loads(response.content)
-                if not rows:
-                    break
-                path = directory / f"{model}-{part:06d}.jsonl"
-                tmp = path.with_suffix(".jsonl.part")
-                with tmp.open("wb") as out:
-                    for row in rows:
-                        out.write(_line(row))
-                tmp.replace(path)
-                part += 1
-                cursor = rows[-1]["url"]
-                progress.update(len(rows))
+        with (
+            tqdm(total=total, unit="entries", desc=f"dump {model}") as progress,
+            client.stream("GET", f"/models/{model}/dump.jsonl") as response,
+        ):
+            if response.is_error:
+                response.read()
+                _check(response)
+            tail = b""
+            try:
+                for chunk in response.iter_bytes():
+                    buffer = tail + chunk
+                    end = buffer.rfind(b"\n") + 1
+                    tail = buffer[end:]
+                    if end:
+                        progress.update(files.write(buffer[:end]))
+            except httpx.HTTPError as exc:
+                raise SystemExit(
+                    f"the dump broke off after {progress.n} entries ({type(exc).__name__}: {exc}); "
+                    f"the {files.part} files without .part are whole"
+                ) from None
+            if tail:
+                raise SystemExit(f"the dump ended inside an entry after {progress.n} entries")
+        files.close()
     return 0
-
-
-def _line(row: dict[str, Any]) -> bytes:
-    """One JSON line. Floats keep the server's short spelling: they are read into the nearest
-    Python float, which orjson writes back with the shortest digits that name it."""
-    return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def restore(api: str, model: str, directory: Path, batch: int) -> int:

@@ -51,6 +51,11 @@ def url_after(cursor: str | None) -> str:
     return f"url > {string_literal(cursor)}" if cursor else 'url != ""'
 
 
+def url_range(cursor: str | None, last: str) -> str:
+    """Urls strictly after the cursor (if any), up to and including `last`."""
+    return f"{url_after(cursor)} and url <= {string_literal(last)}"
+
+
 def metadata_filter(equalities: Mapping[str, Scalar] | None) -> str:
     """`{"tags": "letter"}` → `metadata["tags"] == "letter"`, clauses joined by `and`."""
     if not equalities:

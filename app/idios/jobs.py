@@ -287,16 +287,26 @@ class JobRunner:
         rows = await asyncio.to_thread(self.store.page, model.spec, cursor, limit, with_data=False)
         return [row["url"] for row in rows]
 
-    async def op_dump(self, model: EmbeddingModel, cursor: str | None = None, limit: int = 1000) -> orjson.Fragment:
-        """A page of rows {url, metadata, embedding}, already JSON: it travels to the HTTP client as it is."""
-        return await asyncio.to_thread(self._dump_page, model.spec, cursor, limit)
+    async def op_dump(
+        self, model: EmbeddingModel, cursor: str | None = None, limit: int = 1000, last: str | None = None
+    ) -> orjson.Fragment | str:
+        """A page of rows {url, metadata, embedding} after the cursor, already JSON: it travels to
+        the HTTP client as it is. With `last` (the streamed dump, which knows each page's ends from
+        `urls` jobs), the rows up to and including that url, as JSON Lines text."""
+        return await asyncio.to_thread(self._dump_page, model.spec, cursor, limit, last)
 
-    def _dump_page(self, spec: ModelSpec, cursor: str | None, limit: int) -> orjson.Fragment:
-        columns = self.store.columns_after(spec, cursor, limit)
+    def _dump_page(self, spec: ModelSpec, cursor: str | None, limit: int, last: str | None) -> orjson.Fragment | str:
+        if last is None:
+            columns = self.store.columns_after(spec, cursor, limit)
+        else:
+            columns = self.store.columns_between(spec, cursor, last, limit)
         rows = [
             {"url": url, "metadata": metadata, "embedding": spec.to_public(vector)}
             for url, vector, metadata in zip(columns.urls, columns.vectors, columns.metadata, strict=True)
         ]
+        if last is not None:
+            option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+            return b"".join(orjson.dumps(row, option=option) for row in rows).decode()
         return orjson.Fragment(orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY))
 
     async def op_count(self, model: EmbeddingModel) -> int:

@@ -270,12 +270,25 @@ class Store:
         return sorted(rows, key=lambda row: row["url"])
 
     def columns_after(self, spec: ModelSpec, cursor: str | None, limit: int) -> Columns:
-        """Entries with url > cursor, ascending, at most `limit`, as columns."""
+        """Entries with url > cursor, ascending, at most `limit`, as columns.
+
+        Two queries: the page's urls, then the rows from the cursor to the page's last url with
+        their vectors, without a limit. One query with vectors and a limit has every segment read up
+        to `limit` rows with their vectors before the limit applies across segments: at 100,000 rows
+        that costs Milvus twice the CPU time of the two queries. Rows written between the two
+        queries can make the page longer than `limit`; it is cut back to `limit` below.
+        """
+        page = self.page(spec, cursor, limit, with_data=False)
+        if not page:
+            return Columns.empty(spec)
+        return self.columns_between(spec, cursor, page[-1]["url"], limit)
+
+    def columns_between(self, spec: ModelSpec, cursor: str | None, last: str, limit: int) -> Columns:
+        """Entries with cursor < url <= last, ascending, at most `limit`, as columns."""
         result = self.client.query(
             self.collection(spec),
-            filter=expr.url_after(cursor),
+            filter=expr.url_range(cursor, last),
             output_fields=["url", "vector", "metadata"],
-            limit=limit,
             consistency_level="Strong",
         )
         if not result:
@@ -294,7 +307,7 @@ class Store:
         metadata = [orjson.loads(raw) for raw in fields["metadata"].scalars.json_data.data]
         if len(metadata) != count:
             raise MilvusException(message=f"{count} urls but {len(metadata)} metadata in a query answer")
-        order = sorted(range(count), key=urls.__getitem__)
+        order = sorted(range(count), key=urls.__getitem__)[:limit]
         if order != list(range(count)):
             urls = [urls[i] for i in order]
             vectors = vectors[order]

@@ -8,21 +8,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections import deque
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Body, Depends, File, Form, Request, Response, Security, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, Response, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 
 from idios import models
 from idios.api.schemas import (
+    MAX_PAGE,
     AddRequest,
     BulkFailure,
     BulkResult,
     CompareRequest,
+    Cursor,
     DumpRow,
     ErrorBody,
     ModelInfo,
@@ -352,6 +357,63 @@ async def dump(request: Request, model: str, body: PageRequest | None = None) ->
     # The worker answers the page already encoded (an orjson.Fragment, passed through as it is); an
     # older worker answers the rows themselves. Either way they are what the schema says.
     return Response(orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+# Range jobs of a streamed dump running at once: the store, the worker's encoding and the HTTP
+# transfer each have a page to work on.
+DUMP_IN_FLIGHT = 2
+
+
+@router.get(
+    "/models/{model}/dump.jsonl",
+    dependencies=READ,
+    responses={
+        **AUTH_ERRORS,
+        200: {"content": {"application/x-ndjson": {}}, "description": "One DumpRow per line, ascending by url."},
+    },
+    summary="Every stored row with its embedding after the cursor, streamed as JSON Lines",
+    response_class=StreamingResponse,
+)
+async def dump_stream(
+    request: Request,
+    model: str,
+    after: Annotated[Cursor, Query(description="Start strictly after this url (resume an interrupted dump).")] = None,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows per store query.")] = 5000,
+) -> StreamingResponse:
+    """The whole collection in one response. Each page's ends come from a `urls` job (urls only,
+    cheap); its rows from a `dump` job for that range. DUMP_IN_FLIGHT range jobs run at once, so the
+    store reads one page while the worker encodes another and the API sends a third. An error
+    after the first page cuts the response short (no final chunk): a client can tell a broken dump
+    from a complete one, and resume it with `after` set to the last url it received."""
+
+    async def next_range(cursor: str | None) -> tuple[str, asyncio.Task[str]] | None:
+        """The next page's last url and the job fetching its rows; None at the end."""
+        urls = await _call(request, "urls", model, {"cursor": cursor, "limit": page}, "light")
+        if not urls:
+            return None
+        args = {"cursor": cursor, "limit": page, "last": urls[-1]}
+        return urls[-1], asyncio.ensure_future(_call(request, "dump", model, args, "light", bulk=True))
+
+    first = await next_range(after)  # errors here (unknown model, no worker) are ordinary HTTP errors
+    if first is not None:
+        await asyncio.wait([first[1]])  # and so are those of the first page's rows
+        first[1].result()
+
+    async def lines() -> AsyncIterator[bytes]:
+        pending: deque[asyncio.Task[str]] = deque()
+        upcoming = first
+        try:
+            while upcoming is not None or pending:
+                while upcoming is not None and len(pending) < DUMP_IN_FLIGHT:
+                    cursor, job = upcoming
+                    pending.append(job)
+                    upcoming = await next_range(cursor)
+                yield (await pending.popleft()).encode()
+        finally:
+            for job in pending:
+                job.cancel()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
 @router.get("/models/{model}/count", dependencies=READ, responses=AUTH_ERRORS, summary="Number of stored images")
