@@ -1,8 +1,9 @@
 """Fetch model weights into IDIOS_WEIGHTS_DIR at image build time: `python fetch_weights.py vit_b32,resnet50`.
 
 Each model is loaded exactly as a worker loads it (open_clip caches CLIP weights in IDIOS_WEIGHTS_DIR,
-torchvision caches ResNet-50 under TORCH_HOME), so a worker started from the image finds them there and
-downloads nothing. An empty list fetches nothing; a model that cannot be loaded fails the build.
+torchvision caches ResNet-50 under TORCH_HOME, and with IDIOS_RUNTIME=onnx the CLIP models are exported
+to IDIOS_WEIGHTS_DIR/onnx), so a worker started from the image finds them there and downloads and
+exports nothing. An empty list fetches nothing; a model that cannot be loaded fails the build.
 """
 
 from __future__ import annotations

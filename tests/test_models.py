@@ -23,7 +23,8 @@ from photos import PHOTO_NAMES, photo
 torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
-from idios.models.int8 import SelfAttention, release_memory, unfuse_attention  # noqa: E402
+from idios.heap import release_memory  # noqa: E402
+from idios.models.int8 import SelfAttention, unfuse_attention  # noqa: E402
 
 
 def _variants(image: Image.Image) -> list[Image.Image]:

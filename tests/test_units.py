@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -301,3 +302,22 @@ def test_random_weights_are_deterministic_across_processes(tmp_path) -> None:
     for norm in first["norms"]:
         assert norm == pytest.approx(1.0, abs=1e-5)
     assert first["cosine"] < 0.99
+
+
+def test_bulk_priority_lowers_only_the_calling_thread_and_what_it_starts() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from idios import niceness
+
+    def child_niceness() -> int:
+        seen: list[int] = []
+        thread = threading.Thread(target=lambda: seen.append(niceness.this_thread_niceness()))
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    before = niceness.this_thread_niceness()
+    with ThreadPoolExecutor(max_workers=1, initializer=niceness.lower_this_thread) as bulk:
+        assert bulk.submit(niceness.this_thread_niceness).result() == niceness.BULK_NICENESS
+        assert bulk.submit(child_niceness).result() == niceness.BULK_NICENESS  # a session's pool threads
+    assert niceness.this_thread_niceness() == before == child_niceness()

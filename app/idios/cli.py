@@ -28,12 +28,14 @@ def serve(settings: Settings) -> None:
     """API, in-process worker and embedded Milvus in one process: no broker needed."""
     import uvicorn
 
+    from idios import heap
     from idios.api.app import create_app
     from idios.embedded import milvus_uri
     from idios.jobs import JobRunner
     from idios.store import Store
     from idios.transport.local import LocalTransport
 
+    heap.limit_arenas()  # before the job threads start allocating
     with milvus_uri(settings.milvus_uri, settings.data_dir) as uri:
         store = Store(
             uri,
@@ -70,8 +72,11 @@ def api(settings: Settings) -> None:
 
 
 def worker(settings: Settings) -> None:
+    from idios import heap
     from idios.embedded import milvus_uri
     from idios.worker import run_worker
+
+    heap.limit_arenas()  # before the job threads start allocating
 
     _refuse_default_credentials(settings, milvus=True)
     with milvus_uri(settings.milvus_uri, settings.data_dir) as uri:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from pymilvus.exceptions import MilvusException
 
-from idios import expr
+from idios import expr, niceness
 from idios.batching import MicroBatcher
 from idios.config import Settings
 from idios.errors import Conflict, IdiosError, Invalid, NotFound, Timeout, TooLarge, Unavailable
@@ -55,6 +55,10 @@ class JobRunner:
         self.expired = 0
         self._model_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="idios-model")
         self._interactive_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="idios-interactive")
+        # Ingestion's decodes and forward passes run at bulk priority (`idios.niceness`).
+        self._bulk_pool = ThreadPoolExecutor(
+            max_workers=8, thread_name_prefix="idios-bulk", initializer=niceness.lower_this_thread
+        )
         self._adds: MicroBatcher[dict[str, Any], Envelope] = MicroBatcher(
             self._add_batch, max_size=settings.batch_size, linger=settings.batch_linger_ms / 1000
         )
@@ -97,6 +101,7 @@ class JobRunner:
         await self.fetcher.aclose()
         self._model_pool.shutdown(wait=False, cancel_futures=True)
         self._interactive_pool.shutdown(wait=False, cancel_futures=True)
+        self._bulk_pool.shutdown(wait=False, cancel_futures=True)
 
     # dispatch
 
@@ -143,14 +148,14 @@ class JobRunner:
 
     async def _decode(self, data: bytes, *, urgent: bool = False) -> Any:
         # Interactive requests decode in their own pool: never queued behind a bulk batch's images.
-        pool = self._interactive_pool if urgent else None
+        pool = self._interactive_pool if urgent else self._bulk_pool
         return await asyncio.get_running_loop().run_in_executor(pool, decode_image, data, self.settings)
 
     async def _embed(self, model: EmbeddingModel, images: list[Any], *, urgent: bool = False) -> list[Any]:
-        # Calls waiting for the model lock sit in their own pool, so they never use up the
-        # default pool that store queries and image decoding need.
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._model_pool, model.embed_images, images, urgent)
+        # Calls waiting for the model lock sit in their own pools, so they never use up the
+        # default pool that store queries need.
+        pool = self._model_pool if urgent else self._bulk_pool
+        return await asyncio.get_running_loop().run_in_executor(pool, model.embed_images, images, urgent)
 
     async def _vector_of_url(self, model: EmbeddingModel, url: str) -> Any:
         """A stored url's vector (no download), else the vector of the downloaded image."""

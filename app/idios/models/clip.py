@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from idios import heap
 from idios.models import onnx
 from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable, intra_op_threads
 from idios.models.weights import random_weights, seed_torch, weights_file
@@ -78,7 +79,7 @@ class ClipModel(EmbeddingModel):
 
     def _load_onnx(self) -> None:
         paths = onnx.ensure_graphs(self.settings, self.spec.name, self._weights_identity(), ("image", "text"))
-        towers = onnx.load_towers(self.settings, paths)
+        towers = onnx.load_towers(self.settings, paths, shared=("image",))
         self._image_tower, self._text_tower = towers["image"].run, towers["text"].run
 
     def _load_torch(self) -> None:
@@ -86,19 +87,22 @@ class ClipModel(EmbeddingModel):
 
         torch.set_num_threads(intra_op_threads(self.settings))
         model = self.build_torch()
-        try:
-            from idios.models.int8 import quantize_int8, release_memory
-        except ImportError as exc:  # torch.ao.quantization is deprecated; a future torch may drop it
-            raise ModelUnavailable(f"int8 quantisation unavailable ({exc}); set IDIOS_QUANTIZE=none") from exc
-        if self.settings.quantize == "int8":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda":  # int8 dynamic quantisation is CPU-only; a GPU runs float32
+            model.to(device)
+        elif self.settings.quantize == "int8":
+            try:
+                from idios.models.int8 import quantize_int8
+            except ImportError as exc:  # torch.ao.quantization is deprecated; a future torch may drop it
+                raise ModelUnavailable(f"int8 quantisation unavailable ({exc}); set IDIOS_QUANTIZE=none") from exc
             quantize_int8(model)  # frees the float32 weights
         else:
-            release_memory()  # the checkpoint's state dict, freed once loaded
+            heap.release_memory()  # the checkpoint's state dict, freed once loaded
 
         def tower(encode: Any, dtype: Any) -> Any:
             def run(array: np.ndarray) -> np.ndarray:
                 with torch.inference_mode():
-                    features = encode(torch.from_numpy(array).to(dtype))
+                    features = encode(torch.from_numpy(array).to(device, dtype))
                     return (features / features.norm(dim=-1, keepdim=True)).float().cpu().numpy()
 
             return run

@@ -19,9 +19,6 @@ favour of torchao; it still ships with the pinned torch.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import logging
 import warnings
 
@@ -29,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+from idios.heap import release_memory
 
 log = logging.getLogger("idios.models")
 
@@ -106,20 +105,3 @@ def quantize_int8(model: nn.Module) -> nn.Module:
             module.int8_original_dtype = torch.float32
     release_memory()
     return model
-
-
-def release_memory() -> None:
-    """Collect garbage, then hand freed heap pages back to the kernel.
-
-    glibc keeps freed memory in its arenas: after the float32 weights are dropped (or a checkpoint's
-    state dict is freed) hundreds of MB would stay resident, counted in the worker's RSS, until reused.
-    `malloc_trim(0)` returns them; it is a no-op elsewhere (musl, macOS).
-    """
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:  # pragma: no cover - no C library to talk to
-        log.debug("malloc_trim unavailable")

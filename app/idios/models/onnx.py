@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from idios import niceness
 from idios.models.base import ModelUnavailable, intra_op_threads
 
 if TYPE_CHECKING:
@@ -133,9 +135,20 @@ class OnnxTower:
         return self._session.run(None, {self._input: array})[0]
 
 
-def load_towers(settings: Settings, paths: dict[str, Path]) -> dict[str, OnnxTower]:
+def load_towers(settings: Settings, paths: dict[str, Path], shared: tuple[str, ...] = ()) -> dict[str, OnnxTower]:
+    """A session per tower. The thread pools of the towers named in `shared` (used by bulk and
+    interactive passes alike) run at bulk priority (`idios.niceness`): the session is created by a
+    thread that has lowered its own priority, whose priority the pool threads inherit. A pass's own
+    thread works on it too, taking whatever share of its work the pool threads leave: alone, a
+    pass gets every core; beside a bulk batch, an interactive pass keeps one core for itself."""
+    threads = intra_op_threads(settings)
     try:
-        return {tower: OnnxTower(path, intra_op_threads(settings)) for tower, path in paths.items()}
+        with ThreadPoolExecutor(max_workers=1, initializer=niceness.lower_this_thread) as lowered:
+            made = {tower: lowered.submit(OnnxTower, paths[tower], threads) for tower in shared}
+            return {
+                tower: made[tower].result() if tower in made else OnnxTower(path, threads)
+                for tower, path in paths.items()
+            }
     except ImportError as exc:
         raise ModelUnavailable(f"missing package: {exc.name} (or set IDIOS_RUNTIME=torch)") from exc
     except Exception as exc:  # a damaged file: delete it, the next start exports again

@@ -38,15 +38,16 @@ class ResNet50(EmbeddingModel):
                     f"cannot load ResNet-50 weights: {exc}. Put resnet50.pth in IDIOS_WEIGHTS_DIR."
                 ) from exc
         model.fc = torch.nn.Identity()
-        model.eval()
+        self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        model.eval().to(self._device)
         self._torch = torch
         self._model = model
         self._preprocess = weights.transforms()
 
     def embed_images(self, images: list[Image], urgent: bool = False) -> list[Any]:
         torch = self._torch
-        batch = torch.stack([self._preprocess(image) for image in images])
+        batch = torch.stack([self._preprocess(image) for image in images]).to(self._device)
         with self.lock.hold(urgent), torch.inference_mode():
             features = self._model(batch)
             features = features / features.norm(dim=-1, keepdim=True)
-        return list(features.float().numpy())
+        return list(features.float().cpu().numpy())
