@@ -29,7 +29,7 @@ import httpx
 from benchmarks import report
 from benchmarks.corpus import IMAGE_HOST, serve_corpus
 from benchmarks.localstack import LocalStack
-from benchmarks.memory import MemorySampler, directory_bytes, find_pid
+from benchmarks.memory import MemorySampler, directory_bytes, find_pid, wait_until_quiet
 from benchmarks.scenarios import (
     ROOT,
     Latency,
@@ -216,6 +216,9 @@ def run(args: argparse.Namespace) -> Path:
         client.close()
         serve.stop()
         sampler.forget("serve")
+        serve.drop_collections()
+        waited = wait_until_quiet(sampler.pids.get("milvus"))
+        log(f"  dropped the scale collection; Milvus quiet after {waited:.0f} s")
 
         # --- idios api + N workers through RabbitMQ
         for workers in profile.workers:

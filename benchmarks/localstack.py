@@ -53,6 +53,18 @@ class LocalStack:
             self.stop()
             raise
 
+    def drop_collections(self) -> None:
+        """Drop this stack's collections, so Milvus stops indexing them for the stacks that follow."""
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(self.env["IDIOS_MILVUS_URI"])
+        try:
+            for name in client.list_collections():
+                if name.startswith(self.env["IDIOS_COLLECTION_PREFIX"]):
+                    client.drop_collection(name)
+        finally:
+            client.close()
+
     def pids(self) -> dict[str, int]:
         return {name: process.proc.pid for name, process in self.processes.items()}
 

@@ -91,3 +91,18 @@ def wait_for_pid(name: str, cmdline_part: str, timeout: float = 30.0) -> int | N
             return pid
         time.sleep(0.5)
     return None
+
+
+def wait_until_quiet(pid: int | None, *, below: float = 0.25, seconds: float = 5.0, timeout: float = 300.0) -> float:
+    """Wait until process `pid` has used under `below` cores over `seconds`; returns the wait in seconds.
+
+    Milvus keeps building indexes and compacting after a bulk load: a measurement started meanwhile
+    would count its background work against the stack being measured."""
+    start = time.monotonic()
+    if pid is None:
+        return 0.0
+    process = psutil.Process(pid)
+    while time.monotonic() - start < timeout:
+        if process.cpu_percent(interval=seconds) / 100 < below:
+            break
+    return time.monotonic() - start

@@ -25,6 +25,16 @@ os.environ.setdefault("IDIOS_ONNX_DIR", str(Path(__file__).resolve().parent.pare
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_graphs() -> None:
+    """Export the suite's ONNX graphs up front (about 30 s, once per cache), rather than inside
+    the first stack's wait for its workers."""
+    from idios.config import Settings
+    from idios.models.onnx import ensure_graphs
+
+    ensure_graphs(Settings(weights="random"), "vit_b32", "random", ("image", "text"))
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     path = Path(__file__).resolve().parent.parent / "test-artifacts"

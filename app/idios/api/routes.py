@@ -380,11 +380,12 @@ async def dump_stream(
     after: Annotated[Cursor, Query(description="Start strictly after this url (resume an interrupted dump).")] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows per store query.")] = 5000,
 ) -> StreamingResponse:
-    """The whole collection in one response. Each page's ends come from a `urls` job (urls only,
-    cheap); its rows from a `dump` job for that range. DUMP_IN_FLIGHT range jobs run at once, so the
-    store reads one page while the worker encodes another and the API sends a third. An error
-    after the first page cuts the response short (no final chunk): a client can tell a broken dump
-    from a complete one, and resume it with `after` set to the last url it received."""
+    """The whole collection in one response, one row per line, as `POST /dump` pages give them.
+    An error after the first rows cuts the response short (no final chunk): a client can tell a
+    broken dump from a complete one, and resume it with `after` set to the last url it received."""
+    # Each page's ends come from a `urls` job (urls only, cheap), its rows from a `dump` job for
+    # that range; DUMP_IN_FLIGHT range jobs run at once, so the store reads one page while the
+    # worker encodes another and the API sends a third.
 
     async def next_range(cursor: str | None) -> tuple[str, asyncio.Task[str]] | None:
         """The next page's last url and the job fetching its rows; None at the end."""
