@@ -339,7 +339,7 @@ def test_backup_dump_reports_a_dump_that_broke_off(tmp_path: Path) -> None:
             while self.rfile.readline().strip():
                 pass
             if b"/count" in request:
-                self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1\r\n\r\n9")
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n9")
                 return
             head = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n"
             self.wfile.write(head)
