@@ -96,3 +96,17 @@ class Process(Subprocess):
     ) -> None:
         """`wrap` prefixes the command, e.g. `ip netns exec NS` to run it on a test host."""
         super().__init__(name, [*(wrap or []), sys.executable, "-m", "idios", *args], env, log_dir)
+
+
+def all_urls(client: httpx.Client, model: str) -> list[str]:
+    """Every stored url of `model` (a path like /models/vit_b32), paged through `urls` to the end."""
+    urls: list[str] = []
+    cursor = None
+    while True:
+        response = client.post(f"{model}/urls", json={"cursor": cursor, "limit": 500})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        if not page:
+            return urls
+        urls += page
+        cursor = page[-1]

@@ -14,7 +14,7 @@ import pytest
 from conftest import Stack, start_distributed
 from imageserver import ImageServer
 from photos import PHOTO_NAMES
-from stack import Process, free_port, models_ready, wait_until
+from stack import Process, all_urls, free_port, models_ready, wait_until
 
 VIT = "/models/vit_b32"
 
@@ -26,15 +26,6 @@ def cluster(milvus_uri: str, images: ImageServer, artifacts: Path) -> Iterator[S
     started = start_distributed(milvus_uri, log_dir, workers=2)
     yield started
     started.stop()
-
-
-def all_urls(client: httpx.Client, model: str = VIT) -> list[str]:
-    urls: list[str] = []
-    cursor = None
-    while page := client.post(f"{model}/urls", json={"cursor": cursor, "limit": 500}).json():
-        urls += page
-        cursor = page[-1]
-    return urls
 
 
 def test_worker_health_check(cluster: Stack) -> None:
@@ -98,7 +89,7 @@ def test_worker_killed_during_add_bulk_loses_nothing(cluster: Stack, images: Ima
     assert result["status"] == 200
     assert sorted(result["body"]["added"]) == sorted(urls), result["body"]["failed"]
     with cluster.client() as client:
-        stored = set(all_urls(client))
+        stored = set(all_urls(client, VIT))
         assert set(urls) <= stored
         assert client.get(f"{VIT}/count").json() == len(stored)
     replacement = cluster.start_worker("worker3")

@@ -24,7 +24,7 @@ from broker import Broker, available
 from conftest import Stack, start_distributed
 from imageserver import ImageServer
 from photos import PHOTO_NAMES, resized
-from stack import wait_until
+from stack import all_urls, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.skipif(not available(), reason="rabbitmq-server is not installed")]
 
@@ -43,19 +43,6 @@ class Call:
     status: int | None  # None: no answer (the client gave up or the connection failed)
     body: str
     error: str = ""
-
-
-def all_urls(client: httpx.Client, model: str = VIT) -> list[str]:
-    urls: list[str] = []
-    cursor = None
-    while True:
-        response = client.post(f"{model}/urls", json={"cursor": cursor, "limit": 500})
-        assert response.status_code == 200, response.text
-        page = response.json()
-        if not page:
-            return urls
-        urls += page
-        cursor = page[-1]
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +187,7 @@ def test_broker_restart_during_searches_and_adds(
                 return client.get(f"{VIT}/count").json() == first
 
             wait_until(settled, 60, "the stored count to settle")
-            listed = all_urls(client)
+            listed = all_urls(client, VIT)
             count = client.get(f"{VIT}/count").json()
         duplicates = [url for url, n in Counter(listed).items() if n > 1]
         assert not duplicates, f"stored more than once: {duplicates[:5]}"

@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import MilvusUnderTest, start_distributed
 from imageserver import ImageServer
 from photos import PHOTO_NAMES
-from stack import wait_until
+from stack import all_urls, wait_until
 
 VIT = "/models/vit_b32"
 
@@ -53,15 +53,7 @@ def test_milvus_restart_during_ingestion(milvus: MilvusUnderTest, images: ImageS
         with stack.client() as client:
             # Milvus reloads its collections after a restart; listings answer once that is done.
             wait_until(lambda: client.post(f"{VIT}/urls", json={"limit": 1}).status_code == 200, 180, "listings")
-            stored: list[str] = []
-            cursor = None
-            while True:
-                response = client.post(f"{VIT}/urls", json={"cursor": cursor, "limit": 1000})
-                assert response.status_code == 200, response.text
-                if not (page := response.json()):
-                    break
-                stored += page
-                cursor = page[-1]
+            stored = all_urls(client, VIT)
             missing = set(accepted) - set(stored)
             assert not missing, f"{len(missing)} acknowledged adds are missing, e.g. {sorted(missing)[:3]}"
             assert client.get(f"{VIT}/count").json() == len(stored) == len(set(stored))

@@ -21,7 +21,7 @@ from broker import available as broker_available
 from conftest import MilvusUnderTest, stack_env
 from imageserver import ImageServer
 from photos import PHOTO_NAMES, jpeg
-from stack import Process, free_port, models_ready, wait_until
+from stack import Process, all_urls, free_port, models_ready, wait_until
 
 pytestmark = [
     pytest.mark.faults,
@@ -108,11 +108,7 @@ def test_partitions_heal_without_losing_images(
             assert {503, 504} & set(statuses), "the partition of the API went unnoticed"
             with httpx.Client(base_url=api, timeout=60) as client:
                 wait_until(lambda: client.get("/ping", params={"rpc": "true"}).status_code == 200, 120, "recovery")
-                stored: list[str] = []
-                cursor = None
-                while page := client.post(f"{VIT}/urls", json={"cursor": cursor, "limit": 1000}).json():
-                    stored += page
-                    cursor = page[-1]
+                stored = all_urls(client, VIT)
                 missing = set(accepted) - set(stored)
                 assert not missing, f"{len(missing)} acknowledged adds are missing"
                 assert client.get(f"{VIT}/count").json() == len(stored) == len(set(stored))

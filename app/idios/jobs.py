@@ -80,18 +80,14 @@ class JobRunner:
         try:
             model.load()
             self.store.ensure_collection(model.spec)
-        except SchemaMismatch as exc:
-            log.error("model %s refused: %s", name, exc)
-            self.schema_errors.append(str(exc))
-            self.status[name] = {"status": "unavailable", "reason": str(exc)}
-            return
-        except ModelUnavailable as exc:
-            log.error("model %s unavailable: %s", name, exc)
-            self.status[name] = {"status": "unavailable", "reason": str(exc)}
-            return
         except Exception as exc:
-            log.error("model %s could not be prepared: %s: %s", name, type(exc).__name__, exc)
-            self.status[name] = {"status": "unavailable", "reason": f"{type(exc).__name__}: {exc}"}
+            # A refused schema and a missing model say why themselves; anything else also names its type.
+            explained = isinstance(exc, SchemaMismatch | ModelUnavailable)
+            reason = str(exc) if explained else f"{type(exc).__name__}: {exc}"
+            log.error("model %s unavailable: %s", name, reason)
+            if isinstance(exc, SchemaMismatch):
+                self.schema_errors.append(reason)
+            self.status[name] = {"status": "unavailable", "reason": reason}
             return
         self.models[name] = model
         self.status[name] = {"status": "ready", "reason": ""}
