@@ -259,12 +259,16 @@ def test_restore_is_all_or_nothing(stack: Stack, model: str, bad: list[float], k
         assert client.get(f"/models/{model}/count").json() == before
 
 
-def test_backup_cli_round_trip(stack: Stack, tmp_path: Path) -> None:
+def phash_rows(count: int, seed: int) -> tuple[str, list[dict]]:
+    """`count` restore rows of random phash bits under urls with a fresh key; the key and the rows."""
     key = uuid.uuid4().hex[:6]
-    bits = np.random.default_rng(10).integers(0, 2, (30, 64)).tolist()
-    rows = [
-        {"url": f"http://127.0.0.2/{key}/{i:02d}.jpg", "metadata": {"i": i}, "embedding": bits[i]} for i in range(30)
-    ]
+    bits = np.random.default_rng(seed).integers(0, 2, (count, 64)).tolist()
+    urls = [f"http://127.0.0.2/{key}/{i:02d}.jpg" for i in range(count)]
+    return key, [{"url": url, "metadata": {"i": i}, "embedding": bits[i]} for i, url in enumerate(urls)]
+
+
+def test_backup_cli_round_trip(stack: Stack, tmp_path: Path) -> None:
+    key, rows = phash_rows(30, seed=10)
     with stack.client() as client:
         assert client.post("/models/phash/restore", json=rows).status_code == 204
         assert backup.dump(stack.url, "phash", tmp_path, 7) == 0
@@ -296,11 +300,7 @@ def test_backup_restore_names_an_unreadable_line(tmp_path: Path) -> None:
 
 def test_streamed_dump_is_the_paged_dump(stack: Stack) -> None:
     """dump.jsonl: every row once, in url order, as the pages give them; `after` resumes; bad asks are 4xx."""
-    key = uuid.uuid4().hex[:6]
-    bits = np.random.default_rng(11).integers(0, 2, (10, 64)).tolist()
-    rows = [
-        {"url": f"http://127.0.0.2/{key}/{i:02d}.jpg", "metadata": {"i": i}, "embedding": bits[i]} for i in range(10)
-    ]
+    _, rows = phash_rows(10, seed=11)
     with stack.client() as client:
         assert client.post("/models/phash/restore", json=rows).status_code == 204
         paged = dump_all(client, "/models/phash")

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     runtime: Literal["onnx", "torch"] = Field(
         "onnx",
         description="How the CLIP models run: 'onnx' exports them once to ONNX (into IDIOS_ONNX_DIR) and runs "
-        "them with ONNX Runtime, without torch in the worker (about 400 MB smaller, faster on CPUs); 'torch' "
+        "them with ONNX Runtime, without torch in the worker (about 400 MB smaller); 'torch' "
         "runs open_clip itself (the GPU's choice). ResNet-50 always runs on torch.",
     )
     onnx_dir: Path | None = Field(

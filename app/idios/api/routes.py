@@ -397,8 +397,7 @@ async def dump_stream(
 
     first = await next_range(after)  # errors here (unknown model, no worker) are ordinary HTTP errors
     if first is not None:
-        await asyncio.wait([first[1]])  # and so are those of the first page's rows
-        first[1].result()
+        await first[1]  # and so are those of the first page's rows (awaiting it again gives the rows)
 
     async def lines() -> AsyncIterator[bytes]:
         pending: deque[asyncio.Task[str]] = deque()

@@ -1,7 +1,7 @@
 """Model towers on ONNX Runtime (IDIOS_RUNTIME=onnx): exported once from torch, then run without it.
 
 Importing torch alone costs a worker over 500 MB; ONNX Runtime costs about 60 MB, and its int8
-matrix kernels are faster on CPUs than torch's dynamic quantisation. The graphs are exported by a
+kernels run about as fast on CPUs as torch's dynamic quantisation. The graphs are exported by a
 child process (`python -m idios.models.onnx_export`), so the worker itself never imports torch,
 into IDIOS_ONNX_DIR under a key of everything they depend on: the model, its weights, the
 quantisation and the versions of the packages that build them. Workers sharing the directory

@@ -19,34 +19,26 @@ from idios.config import Settings
 from idios.models import REGISTRY
 
 
-class ImageTower(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
+class Tower(torch.nn.Module):
+    """One tower of the model (its `encode_image` or `encode_text`), output scaled to unit length."""
+
+    def __init__(self, model: torch.nn.Module, encode: str) -> None:
         super().__init__()
         self.model = model
+        self.encode = encode
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        features = self.model.encode_image(pixels)
-        return features / features.norm(dim=-1, keepdim=True)
-
-
-class TextTower(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        features = self.model.encode_text(tokens)
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        features = getattr(self.model, self.encode)(batch)
         return features / features.norm(dim=-1, keepdim=True)
 
 
 def export(name: str, settings: Settings, directory: Path) -> None:
     model = REGISTRY[name](settings)
     network = model.build_torch()  # type: ignore[attr-defined]  # the CLIP models have it
-    size = network.visual.image_size
-    size = size[0] if isinstance(size, tuple | list) else size
+    size = model.image_size  # type: ignore[attr-defined]  # what their `pixels` make
     examples = {
-        "image": (ImageTower(network), torch.zeros(2, 3, size, size), "pixels"),
-        "text": (TextTower(network), torch.zeros(2, 77, dtype=torch.long), "tokens"),
+        "image": (Tower(network, "encode_image"), torch.zeros(2, 3, size, size), "pixels"),
+        "text": (Tower(network, "encode_text"), torch.zeros(2, 77, dtype=torch.long), "tokens"),
     }
     directory.mkdir(parents=True, exist_ok=True)
     # The fused attention kernel that eval mode picks has no ONNX form; the unfused path computes the same.
