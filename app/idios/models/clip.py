@@ -81,6 +81,7 @@ class ClipModel(EmbeddingModel):
         paths = onnx.ensure_graphs(self.settings, self.spec.name, self._weights_identity(), ("image", "text"))
         towers = onnx.load_towers(self.settings, paths, shared=("image",))
         self._image_tower, self._text_tower = towers["image"].run, towers["text"].run
+        heap.release_memory()  # the graph files' bytes and the weights before packing, freed once loaded
 
     def _load_torch(self) -> None:
         import torch
