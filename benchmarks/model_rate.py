@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 import uuid
 from typing import Any
@@ -29,22 +30,29 @@ def _rate(count: int, call: Any, rounds: int) -> float:
     return count * rounds / (time.perf_counter() - start)
 
 
-def _forward(settings: Settings, images: list[Any], batches: list[int], rounds: int) -> dict[int, float]:
-    """Images/s of the image tower alone (inputs prepared beforehand), by batch size."""
+def _forward(
+    settings: Settings, images: list[Any], batches: list[int], rounds: int, trials: int = 1
+) -> dict[int, float]:
+    """Images/s of the image tower alone (inputs prepared beforehand), by batch size: the median of
+    `trials` measurements, the batch sizes taking turns, so that a slow spell of a shared machine
+    slows every batch size alike instead of flattering whichever ran outside it."""
     model = REGISTRY["vit_b32"](settings)
     model.load()
     pixels = model.pixels(images)
-    return {
-        batch: _rate(batch, lambda part=pixels[:batch]: model.embed_pixels(part), max(1, rounds * 16 // batch))
-        for batch in batches
-    }
+    runs: dict[int, list[float]] = {batch: [] for batch in batches}
+    for _ in range(trials):
+        for batch in batches:
+            part = pixels[:batch]
+            runs[batch].append(_rate(batch, lambda part=part: model.embed_pixels(part), max(1, rounds * 16 // batch)))
+    return {batch: statistics.median(rates) for batch, rates in runs.items()}
 
 
 def forward_rates(settings: Settings, batches: list[int], rounds: int, runtimes: bool) -> dict[str, Any]:
     """The stack's own model (its runtime and quantisation): forward rates, with preprocessing,
     singles against a batch; with `runtimes`, the forward rates of the other runtimes beside it."""
     images = [decode_image(derived_jpeg(i), settings) for i in range(max(batches))]
-    result: dict[str, Any] = {"forward": _forward(settings, images, batches, rounds), "with_preprocessing": {}}
+    forward = _forward(settings, images, batches, rounds, trials=5 if rounds > 2 else 3)
+    result: dict[str, Any] = {"forward": forward, "with_preprocessing": {}}
     result["variant"] = f"{settings.runtime} {settings.quantize}"
     if runtimes:
         result["runtimes"] = {

@@ -235,7 +235,8 @@ def write(results: Results, out: Path, stem: str) -> Path:
         "|---|---|---|---|---|",
         *(f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows),
         "",
-        "## Raw model rate (batched forward passes, no I/O, same cores, Milvus idle beside it)",
+        "## Raw model rate (batched forward passes, no I/O, same cores, Milvus idle beside it; forward: median of 5 "
+        "measurements taken in turns, 3 in the quick profile)",
         "",
         "| batch | forward images/s | with preprocessing images/s |",
         "|---|---|---|",
