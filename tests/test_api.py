@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import itertools
 import json
+import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -46,6 +49,24 @@ def test_ping_and_models(stack: Stack) -> None:
     )
     assert (models["phash"]["dimension"], models["phash"]["metric"], models["phash"]["text"]) == (64, "HAMMING", False)
     assert models["vit_l14"]["status"] == "unavailable" and models["vit_l14"]["reason"]
+
+
+def test_a_connection_idle_for_seconds_still_gets_answers(stack: Stack) -> None:
+    """Clients and proxies reuse keep-alive connections for a while (httpx 5 s, Traefik 60 s here):
+    the API must not close an idle one first, or a request sent as it closes is lost."""
+    address = urlsplit(stack.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    try:
+        connection.request("GET", "/ping")
+        assert connection.getresponse().read() == b'"pong"'
+        first = connection.sock
+        time.sleep(6)
+        connection.request("GET", "/ping")
+        answer = connection.getresponse()
+        assert (answer.status, answer.read()) == (200, b'"pong"')
+        assert connection.sock is first, "the client had to open a new connection"
+    finally:
+        connection.close()
 
 
 def test_add_search_count_remove(stack: Stack, images: ImageServer) -> None:

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from idios.config import Settings, default_credential_problems
 
@@ -26,8 +27,6 @@ def _exit_on_sigterm() -> None:
 
 def serve(settings: Settings) -> None:
     """API, in-process worker and embedded Milvus in one process: no broker needed."""
-    import uvicorn
-
     from idios import heap
     from idios.api.app import create_app
     from idios.embedded import milvus_uri
@@ -47,7 +46,7 @@ def serve(settings: Settings) -> None:
         _exit_on_sigterm()
         logging.getLogger("idios").info("serving on http://%s:%d (docs at /docs)", settings.host, settings.port)
         try:
-            uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+            _serve_http(app, settings)
         finally:
             store.close()
 
@@ -60,15 +59,27 @@ def _refuse_default_credentials(settings: Settings, *, milvus: bool) -> None:
 
 def api(settings: Settings) -> None:
     """The stateless HTTP API; jobs go to workers through RabbitMQ."""
-    import uvicorn
-
     _refuse_default_credentials(settings, milvus=False)
     from idios.api.app import create_app
     from idios.transport.amqp import AmqpTransport
 
     app = create_app(settings, AmqpTransport(settings))
     _exit_on_sigterm()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    _serve_http(app, settings)
+
+
+def _serve_http(app: Any, settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        # uvicorn's own 5 s equals httpx's keep-alive expiry and is far below a proxy's (Traefik: 90 s
+        # unless set): a client could send a request just as the API closes the connection, and lose it.
+        timeout_keep_alive=settings.keep_alive,
+    )
 
 
 def worker(settings: Settings) -> None:

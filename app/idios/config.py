@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     # HTTP API
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(4213, description="Port the API listens on.")
+    keep_alive: float = Field(
+        75.0,
+        gt=0,
+        description="Seconds the API keeps an idle HTTP connection open. Longer than the idle expiry of the "
+        "proxy in front (Traefik: 60 s) and of common clients, so none of them sends a request on a "
+        "connection the API is closing.",
+    )
     request_timeout: float = Field(30.0, gt=0, description="Seconds an interactive request may take before 504.")
     bulk_timeout: float = Field(600.0, gt=0, description="Seconds add_bulk, restore and dump requests may take.")
     api_keys: Annotated[list[str], NoDecode] = Field(
