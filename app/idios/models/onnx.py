@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from idios import niceness
-from idios.models.base import ModelUnavailable, intra_op_threads
+from idios.models.base import ModelUnavailable, pass_threads
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("idios.models")
 
 # Bump when the export itself changes (what the graphs compute, how they are quantised).
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 PACKAGES = ("torch", "open_clip_torch", "onnx", "onnxruntime")
 
 
@@ -141,7 +141,7 @@ def load_towers(settings: Settings, paths: dict[str, Path], shared: tuple[str, .
     thread that has lowered its own priority, whose priority the pool threads inherit. A pass's own
     thread works on it too, taking whatever share of its work the pool threads leave: alone, a
     pass gets every core; beside a bulk batch, an interactive pass keeps one core for itself."""
-    threads = intra_op_threads(settings)
+    threads = pass_threads(settings)
     try:
         with ThreadPoolExecutor(max_workers=1, initializer=niceness.lower_this_thread) as lowered:
             made = {tower: lowered.submit(OnnxTower, paths[tower], threads) for tower in shared}
