@@ -141,6 +141,22 @@ def test_onnx_int8_agrees_with_torch_float32(vit_b32_pair, onnx_int8, images) ->
     assert_agrees(fp32, onnx_int8, images)
 
 
+def test_passes_side_by_side_give_the_same_vectors(images) -> None:
+    """Bulk batches run their forward passes at once on one session (IDIOS_PASS_THREADS=1, a pass
+    per core): each batch still gets exactly its own vectors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = REGISTRY["vit_b32"](Settings(weights="random", runtime="onnx", quantize="int8", torch_threads=2))
+    model.load()
+    assert model.lock.parallel == 2
+    batches = [images[i : i + 4] for i in range(0, 16, 4)]
+    alone = [np.array(model.embed_images(batch)) for batch in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda batch: np.array(model.embed_images(batch)), batches * 3))
+    for index, vectors in enumerate(together):
+        np.testing.assert_allclose(vectors, alone[index % len(batches)], atol=1e-6)
+
+
 def test_clip_inputs_are_open_clips(images) -> None:
     """The torch-free pixels and tokens are exactly what open_clip's transform and tokenizer give."""
     import open_clip

@@ -90,7 +90,14 @@ class Settings(BaseSettings):
     batch_size: int = Field(16, gt=0, description="Most images embedded in one forward pass.")
     batch_linger_ms: float = Field(5.0, ge=0, description="How long a batch waits for more jobs to arrive.")
     torch_threads: int = Field(
-        0, ge=0, description="Intra-op threads of each forward pass (ONNX Runtime or torch); 0 uses every core."
+        0, ge=0, description="Cores the model's forward passes use in all (ONNX Runtime or torch); 0 uses every core."
+    )
+    pass_threads: int = Field(
+        1,
+        ge=0,
+        description="Threads of each forward pass; the model runs IDIOS_TORCH_THREADS / this many batches side by "
+        "side. One thread per pass gives the most images/s on CPU (the threads of one pass wait for each other "
+        "at every layer); more make a single search's pass faster. 0: one pass at a time on all of them.",
     )
     runtime: Literal["onnx", "torch"] = Field(
         "onnx",

@@ -26,38 +26,50 @@ if TYPE_CHECKING:
 VectorKind = Literal["float", "binary"]
 
 
-class PriorityLock:
-    """Forward passes: one bulk batch at a time, and one interactive pass at a time.
+class PassSlots:
+    """Forward passes that run at once: up to `parallel` bulk batches, and as many interactive passes.
 
-    An interactive pass (urgent) never waits for a bulk batch: it runs beside the batch in
-    progress, sharing the cores for its short duration, instead of waiting up to a whole batch's
-    time. A bulk batch does not start while an interactive pass runs or waits.
+    An interactive pass (urgent) never waits for bulk batches: it runs beside those in progress,
+    its thread at normal priority against their bulk priority (`idios.niceness`), instead of
+    waiting up to a whole batch's time. A bulk batch does not start while an interactive pass
+    runs or waits.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, parallel: int = 1) -> None:
+        self.parallel = max(1, parallel)
         self._condition = threading.Condition()
-        self._busy = {True: False, False: False}  # by urgency
+        self._running = {True: 0, False: 0}  # by urgency
         self._urgent = 0  # interactive passes waiting or running
 
     @contextmanager
     def hold(self, urgent: bool = False) -> Iterator[None]:
         with self._condition:
             self._urgent += urgent
-            while self._busy[urgent] or (not urgent and self._urgent):
+            while self._running[urgent] >= self.parallel or (not urgent and self._urgent):
                 self._condition.wait()
-            self._busy[urgent] = True
+            self._running[urgent] += 1
         try:
             yield
         finally:
             with self._condition:
-                self._busy[urgent] = False
+                self._running[urgent] -= 1
                 self._urgent -= urgent
                 self._condition.notify_all()
 
 
-def intra_op_threads(settings: Settings) -> int:
-    """Threads of each forward pass (IDIOS_TORCH_THREADS, for either runtime); 0 means every core."""
+def model_cores(settings: Settings) -> int:
+    """Cores the forward passes use in all (IDIOS_TORCH_THREADS, for either runtime); 0 means every core."""
     return settings.torch_threads or os.cpu_count() or 1
+
+
+def pass_threads(settings: Settings) -> int:
+    """Threads of each forward pass (IDIOS_PASS_THREADS); 0 means all of `model_cores`."""
+    return min(settings.pass_threads or model_cores(settings), model_cores(settings))
+
+
+def parallel_passes(settings: Settings) -> int:
+    """How many bulk batches run their forward passes side by side."""
+    return max(1, model_cores(settings) // pass_threads(settings))
 
 
 class ModelUnavailable(Exception):
@@ -152,7 +164,7 @@ class EmbeddingModel(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.lock = PriorityLock()
+        self.lock = PassSlots(parallel_passes(settings))
 
     @abstractmethod
     def load(self) -> None:

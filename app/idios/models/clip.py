@@ -13,7 +13,7 @@ import numpy as np
 
 from idios import heap
 from idios.models import onnx
-from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable, intra_op_threads
+from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable, pass_threads
 from idios.models.weights import random_weights, seed_torch, weights_file
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class ClipModel(EmbeddingModel):
     def _load_torch(self) -> None:
         import torch
 
-        torch.set_num_threads(intra_op_threads(self.settings))
+        torch.set_num_threads(pass_threads(self.settings))
         model = self.build_torch()
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda":  # int8 dynamic quantisation is CPU-only; a GPU runs float32

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable, intra_op_threads
+from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable, pass_threads
 from idios.models.weights import random_weights, seed_torch, weights_file
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ class ResNet50(EmbeddingModel):
             from torchvision.models import ResNet50_Weights, resnet50
         except ImportError as exc:
             raise ModelUnavailable(f"missing package: {exc.name}") from exc
-        torch.set_num_threads(intra_op_threads(self.settings))
+        torch.set_num_threads(pass_threads(self.settings))
         weights = ResNet50_Weights.IMAGENET1K_V2
         if random_weights(self.settings, self.spec.name):
             seed_torch()
