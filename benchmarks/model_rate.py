@@ -12,6 +12,7 @@ import json
 import statistics
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -20,52 +21,82 @@ from benchmarks.corpus import derived_jpeg
 from idios.config import Settings
 from idios.images import decode_image
 from idios.models import REGISTRY
+from idios.models.base import parallel_passes, pass_threads
 
 
-def _rate(count: int, call: Any, rounds: int) -> float:
+def _rate(count: int, call: Any, rounds: int, passes: int = 1) -> float:
+    """Images/s of `passes` threads each making `rounds` calls of `count` images, side by side."""
     call()  # warm-up: first calls allocate
-    start = time.perf_counter()
-    for _ in range(rounds):
-        call()
-    return count * rounds / (time.perf_counter() - start)
+
+    def repeat(_: int) -> None:
+        for _ in range(rounds):
+            call()
+
+    with ThreadPoolExecutor(max_workers=passes) as pool:
+        start = time.perf_counter()
+        list(pool.map(repeat, range(passes)))
+        return count * rounds * passes / (time.perf_counter() - start)
+
+
+def layouts(settings: Settings) -> dict[str, Settings]:
+    """The stack's own layout of forward passes, and one pass at a time on every core beside it."""
+    every_core = settings.model_copy(update={"pass_threads": 0})
+    return {_layout(s): s for s in (settings, every_core)}
+
+
+def _layout(settings: Settings) -> str:
+    threads, passes = pass_threads(settings), parallel_passes(settings)
+    return f"{passes} pass{'es' if passes > 1 else ''} of {threads} thread{'s' if threads > 1 else ''}"
 
 
 def _forward(
-    settings: Settings, images: list[Any], batches: list[int], rounds: int, trials: int = 1
-) -> dict[int, float]:
-    """Images/s of the image tower alone (inputs prepared beforehand), by batch size: the median of
-    `trials` measurements, the batch sizes taking turns, so that a slow spell of a shared machine
-    slows every batch size alike instead of flattering whichever ran outside it."""
-    model = REGISTRY["vit_b32"](settings)
-    model.load()
-    pixels = model.pixels(images)
-    runs: dict[int, list[float]] = {batch: [] for batch in batches}
+    variants: dict[str, Settings], images: list[Any], batches: list[int], rounds: int, trials: int = 1
+) -> dict[str, dict[int, float]]:
+    """Images/s of the image tower alone (inputs prepared beforehand), by variant and batch size:
+    the median of `trials` measurements, variants and batch sizes taking turns, so that a slow
+    spell of a shared machine slows every one alike instead of flattering whichever ran outside it.
+    Each variant runs as many passes side by side as its stack would (`parallel_passes`)."""
+    models = {name: REGISTRY["vit_b32"](settings) for name, settings in variants.items()}
+    for model in models.values():
+        model.load()
+    pixels = next(iter(models.values())).pixels(images)
+    runs: dict[str, dict[int, list[float]]] = {name: {batch: [] for batch in batches} for name in variants}
     for _ in range(trials):
-        for batch in batches:
-            part = pixels[:batch]
-            runs[batch].append(_rate(batch, lambda part=part: model.embed_pixels(part), max(1, rounds * 16 // batch)))
-    return {batch: statistics.median(rates) for batch, rates in runs.items()}
+        for name, model in models.items():
+            passes = parallel_passes(variants[name])
+            for batch in batches:
+                part = pixels[:batch]
+                rounds_each = max(1, rounds * 16 // batch // passes)
+                rate = _rate(batch, lambda model=model, part=part: model.embed_pixels(part), rounds_each, passes)
+                runs[name][batch].append(rate)
+    return {
+        name: {batch: statistics.median(rates) for batch, rates in by_batch.items()} for name, by_batch in runs.items()
+    }
 
 
 def forward_rates(settings: Settings, batches: list[int], rounds: int, runtimes: bool) -> dict[str, Any]:
-    """The stack's own model (its runtime and quantisation): forward rates, with preprocessing,
-    singles against a batch; with `runtimes`, the forward rates of the other runtimes beside it."""
+    """The stack's own model (its runtime and quantisation): forward rates in its own layout of
+    passes and in one pass on every core, with preprocessing, singles against a batch; with
+    `runtimes`, the forward rates of the other runtimes beside it."""
     images = [decode_image(derived_jpeg(i), settings) for i in range(max(batches))]
-    forward = _forward(settings, images, batches, rounds, trials=5 if rounds > 2 else 3)
-    result: dict[str, Any] = {"forward": forward, "with_preprocessing": {}}
+    forward = _forward(layouts(settings), images, batches, rounds, trials=5 if rounds > 2 else 3)
+    result: dict[str, Any] = {"forward": forward, "layout": _layout(settings), "with_preprocessing": {}}
     result["variant"] = f"{settings.runtime} {settings.quantize}"
     if runtimes:
-        result["runtimes"] = {
-            f"{runtime} {quantize}": _forward(
-                settings.model_copy(update={"runtime": runtime, "quantize": quantize}), images, [1, 16], rounds
-            )
+        variants = {
+            f"{runtime} {quantize}": settings.model_copy(update={"runtime": runtime, "quantize": quantize})
             for runtime, quantize in (("onnx", "int8"), ("onnx", "none"), ("torch", "int8"), ("torch", "none"))
+        }
+        result["runtimes"] = {
+            name: _forward({name: variant}, images, [1, 16], rounds)[name] for name, variant in variants.items()
         }
     model = REGISTRY["vit_b32"](settings)
     model.load()
+    passes = parallel_passes(settings)
     for batch in batches:
         part = images[:batch]
-        rate = _rate(batch, lambda part=part: model.embed_images(part), max(1, rounds * 16 // batch))
+        rounds_each = max(1, rounds * 16 // batch // passes)
+        rate = _rate(batch, lambda part=part: model.embed_images(part), rounds_each, passes)
         result["with_preprocessing"][batch] = rate
     # The original's comparison: 100 images one at a time against one batch of 100.
     count = 100 if rounds > 2 else 32
