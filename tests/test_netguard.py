@@ -7,9 +7,11 @@ import socket
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from idios.errors import Invalid
-from idios.netguard import MAX_URL_LENGTH, AddressGuard, url_host_port, validate_url
+from idios.netguard import MAX_URL_LENGTH, AddressGuard, _checked_by_httpx, _is_plain, url_host_port, validate_url
 
 # ---------------------------------------------------------------- validate_url
 
@@ -32,6 +34,69 @@ from idios.netguard import MAX_URL_LENGTH, AddressGuard, url_host_port, validate
 )
 def test_valid_urls_pass_unchanged(url: str) -> None:
     assert validate_url(url) == url
+
+
+def _outcome(check: Any, url: str) -> str:
+    try:
+        return f"ok {check(url)}"
+    except Invalid as exc:
+        return f"refused {exc.type}"
+
+
+# Pieces of urls, plain and odd, that the generated urls below are made of.
+_SCHEMES = ["http://", "https://", "HTTP://", "ftp://", "http:/", "http:", ""]
+_HOSTS = [
+    "example.com",
+    "a",
+    "-",
+    ".",
+    "_x_",
+    "127.0.0.3",
+    "999.1.1.1",
+    "1a2b3c4",
+    "1234567",
+    "0.0.0.0",
+    "a..b",
+    "xn--bcher-kva.example",
+    "[::1]",
+    "user:pw@host",
+    "@host",
+    "",
+    "ex ample",
+    "EXAMPLE.com",
+    "bücher.de",
+]
+_PORTS = ["", ":80", ":0", ":65535", ":65536", ":99999", ":00080", ":", ":8a", ":80:90"]
+_RESTS = [
+    "",
+    "/",
+    "/a.jpg",
+    "?q=1",
+    "#f",
+    "/a?b#c#d",
+    "/%zz%",
+    "/a b",
+    "/\\x",
+    '/"q"',
+    "/ü",
+    "/~!$&'()*+,;=:@",
+    "/\x7f",
+    "/\t",
+]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(_SCHEMES), st.sampled_from(_HOSTS), st.sampled_from(_PORTS), st.lists(st.sampled_from(_RESTS)))
+def test_plain_urls_skip_the_parse_with_the_same_outcome(scheme: str, host: str, port: str, rest: list[str]) -> None:
+    """`validate_url` skips httpx's parse for plain urls: every url gets what httpx's checks give."""
+    url = scheme + host + port + "".join(rest)
+    assert _outcome(validate_url, url) == _outcome(lambda u: _checked_by_httpx(u.strip()), url), url
+
+
+@pytest.mark.parametrize("url", ["http://example.com/a.jpg", "https://h.example:8443/x?y=1#z", "http://1a2b.c/"])
+def test_common_urls_are_plain(url: str) -> None:
+    """The fast way is taken for the urls restores and adds carry (else it saves nothing)."""
+    assert _is_plain(url)
 
 
 def test_surrounding_whitespace_is_stripped() -> None:
