@@ -231,7 +231,7 @@ class JobRunner:
         self, model: EmbeddingModel, urls: list[str], metadata: list[dict[str, Any]], vectors: dict[str, Any]
     ) -> int:
         """Store rows the API has validated and normalised (`ModelSpec.from_public`), sent as
-        columns: the vectors as one packed array (`idios.wire`)."""
+        columns: the vectors as one array (packed by `idios.wire` if it came through a broker)."""
         await asyncio.to_thread(self._restore, model.spec, urls, metadata, vectors)
         return len(urls)
 

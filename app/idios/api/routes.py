@@ -43,7 +43,6 @@ from idios.config import Settings
 from idios.errors import Conflict, IdiosError, Invalid, TooLarge
 from idios.models import ModelSpec
 from idios.transport import Lane, Transport, make_job
-from idios.wire import pack_array
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -275,7 +274,7 @@ def _restore_job(spec: ModelSpec, body: bytes, max_rows: int) -> dict[str, Any]:
     return {
         "urls": [row.url for row in rows],
         "metadata": [row.metadata or {} for row in rows],
-        "vectors": pack_array(spec.from_public(embeddings)),
+        "vectors": spec.from_public(embeddings),  # packed for the wire by the transport that needs it
     }
 
 

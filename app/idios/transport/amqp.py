@@ -20,7 +20,7 @@ from idios.config import Settings
 from idios.errors import Timeout, Unavailable
 from idios.models import REGISTRY
 from idios.transport import Lane, Transport, make_job, unwrap
-from idios.transport.queues import LANES, connect, declare, decode, encode, queue_name
+from idios.transport.queues import LANES, connect, declare, decode, encode_job, queue_name
 
 log = logging.getLogger("idios.transport.amqp")
 
@@ -112,7 +112,7 @@ class AmqpTransport(Transport):
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         message = aio_pika.Message(
-            encode(job),
+            encode_job(job),
             correlation_id=correlation_id,
             reply_to=self.reply_queue_name,
             expiration=remaining,

@@ -13,6 +13,7 @@ from aio_pika.abc import AbstractRobustConnection
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from idios.transport import Lane
+from idios.wire import to_wire
 
 LANES: tuple[Lane, ...] = ("interactive", "light", "ingest")
 
@@ -85,6 +86,11 @@ def encode(value: Any) -> bytes:
     if isinstance(value, dict) and value.get("ok") is True and isinstance(value.get("value"), orjson.Fragment):
         return orjson.dumps({"ok": True, "raw": True, "value": value["value"]})  # RAW_ANSWER_HEAD, value, }
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_job(job: dict[str, Any]) -> bytes:
+    """A job for the broker: its numpy arrays (a restore's vectors) packed by `idios.wire`."""
+    return orjson.dumps(job, default=to_wire)
 
 
 def decode(body: bytes) -> Any:
