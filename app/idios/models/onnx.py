@@ -136,11 +136,13 @@ class OnnxTower:
 
 
 def load_towers(settings: Settings, paths: dict[str, Path], shared: tuple[str, ...] = ()) -> dict[str, OnnxTower]:
-    """A session per tower. The thread pools of the towers named in `shared` (used by bulk and
-    interactive passes alike) run at bulk priority (`idios.niceness`): the session is created by a
-    thread that has lowered its own priority, whose priority the pool threads inherit. A pass's own
-    thread works on it too, taking whatever share of its work the pool threads leave: alone, a
-    pass gets every core; beside a bulk batch, an interactive pass keeps one core for itself."""
+    """A session per tower; passes run side by side on it (ONNX Runtime sessions take concurrent
+    runs). With more than one thread a pass (IDIOS_PASS_THREADS), the thread pools of the towers
+    named in `shared` (used by bulk and interactive passes alike) run at bulk priority
+    (`idios.niceness`): the session is created by a thread that has lowered its own priority, whose
+    priority the pool threads inherit. A pass's own thread works on it too, taking whatever share of
+    its work the pool threads leave: alone, a pass gets every core; beside a bulk batch, an
+    interactive pass keeps one core for itself."""
     threads = pass_threads(settings)
     try:
         with ThreadPoolExecutor(max_workers=1, initializer=niceness.lower_this_thread) as lowered:
