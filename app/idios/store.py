@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 from pymilvus import DataType, MilvusClient
+from pymilvus.client.utils import SciPyHelper
 from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import milvus_pb2
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -47,6 +48,12 @@ HNSW_PARAMS = {"M": 16, "efConstruction": 200}
 
 class SchemaMismatch(RuntimeError):
     """An existing collection does not fit the model; the worker refuses to start."""
+
+
+# pymilvus looks for scipy's sparse matrices on its first insert, search or query, loading
+# scipy.sparse by hand and without a lock: threads doing it at once can fail ("deadlock detected by
+# _ModuleLock('scipy.sparse._bsr')"), which a user gets as a 503. Done once here, before any thread.
+SciPyHelper.is_scipy_sparse(None)
 
 
 @dataclass
