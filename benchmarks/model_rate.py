@@ -24,9 +24,10 @@ from idios.models import REGISTRY
 from idios.models.base import parallel_passes, pass_threads
 
 
-def _rate(count: int, call: Any, rounds: int, passes: int = 1) -> float:
-    """Images/s of `passes` threads each making `rounds` calls of `count` images, side by side."""
+def _rate(count: int, call: Any, calls: int, passes: int = 1) -> float:
+    """Images/s of `calls` calls of `count` images, shared among `passes` threads side by side."""
     call()  # warm-up: first calls allocate
+    rounds = max(1, calls // passes)
 
     def repeat(_: int) -> None:
         for _ in range(rounds):
@@ -66,8 +67,8 @@ def _forward(
             passes = parallel_passes(variants[name])
             for batch in batches:
                 part = pixels[:batch]
-                rounds_each = max(1, rounds * 16 // batch // passes)
-                rate = _rate(batch, lambda model=model, part=part: model.embed_pixels(part), rounds_each, passes)
+                calls = rounds * 16 // batch
+                rate = _rate(batch, lambda model=model, part=part: model.embed_pixels(part), calls, passes)
                 runs[name][batch].append(rate)
     return {
         name: {batch: statistics.median(rates) for batch, rates in by_batch.items()} for name, by_batch in runs.items()
@@ -95,8 +96,7 @@ def forward_rates(settings: Settings, batches: list[int], rounds: int, runtimes:
     passes = parallel_passes(settings)
     for batch in batches:
         part = images[:batch]
-        rounds_each = max(1, rounds * 16 // batch // passes)
-        rate = _rate(batch, lambda part=part: model.embed_images(part), rounds_each, passes)
+        rate = _rate(batch, lambda part=part: model.embed_images(part), rounds * 16 // batch, passes)
         result["with_preprocessing"][batch] = rate
     # The original's comparison: 100 images one at a time against one batch of 100.
     count = 100 if rounds > 2 else 32
