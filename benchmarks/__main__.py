@@ -67,6 +67,8 @@ class Results:
     started: str
     settings: dict[str, str]
     model_rate: dict[str, Any] = field(default_factory=dict)
+    # (stack, request name) -> the raw rate just before and just after that ingestion run
+    brackets: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     ingestion: dict[str, dict[str, Latency]] = field(default_factory=dict)  # stack -> request name -> figures
     latency: dict[str, Latency] = field(default_factory=dict)  # idle, one user at a time
     under_ingestion: dict[str, Latency] = field(default_factory=dict)
@@ -127,6 +129,14 @@ def run(args: argparse.Namespace) -> Path:
         def csv_prefix(name: str) -> Path:
             return work / name
 
+        def raw_rate() -> float:
+            """The raw rate now: this host's speed drifts by tens of percent over minutes, so each
+            ingestion run is compared with measurements taken just before and just after it."""
+            command = [sys.executable, "-m", "benchmarks.model_rate", "--bracket"] + (["--quick"] if args.quick else [])
+            best = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)["best"]
+            log(f"  raw model rate now: {best:.1f} images/s")
+            return best
+
         # --- idios serve: the one-machine default
         log("idios serve")
         serve = LocalStack(milvus_uri, work / "logs-serve", workers=0)
@@ -137,6 +147,7 @@ def run(args: argparse.Namespace) -> Path:
         assert not stored["failed"], stored["failed"]
 
         sampler.reset_peaks()
+        before = raw_rate()
         log("  ingestion: add, one image per request")
         results.ingestion["serve"] = locust(
             serve.url,
@@ -146,18 +157,21 @@ def run(args: argparse.Namespace) -> Path:
             corpus=corpus_file,
             csv_prefix=csv_prefix("serve-add"),
         )
+        after = raw_rate()
+        results.brackets[("serve", "add")] = (before, after)
         if not args.quick:
             log("  ingestion: add_bulk, 16 urls per request")
-            results.ingestion["serve"].update(
-                locust(
-                    serve.url,
-                    ["AddBulkUser"],
-                    count=2,
-                    seconds=profile.seconds,
-                    corpus=corpus_file,
-                    csv_prefix=csv_prefix("serve-bulk"),
-                )
+            bulk = locust(
+                serve.url,
+                ["AddBulkUser"],
+                count=2,
+                seconds=profile.seconds,
+                corpus=corpus_file,
+                csv_prefix=csv_prefix("serve-bulk"),
             )
+            results.ingestion["serve"].update(bulk)
+            before, after = after, raw_rate()
+            results.brackets.update({("serve", name): (before, after) for name in bulk})
         results.memory["serve, peak while ingesting"] = dict(sampler.peak)
 
         for user in ("SearchStoredUrlUser", "SearchNewUrlUser", "SearchTextUser", "SearchUploadUser", "CompareUser"):

@@ -1,6 +1,7 @@
 """The model alone, on the cores the stack uses: batched forward rates and the cost of not batching.
 
     python -m benchmarks.model_rate [--quick] [--milvus-uri URI]   # prints one JSON object
+    python -m benchmarks.model_rate --bracket [--quick]            # the short form, between ingestion runs
 
 Runs in its own process so the runner stays small; uses the same settings (IDIOS_*) as the workers.
 """
@@ -115,6 +116,15 @@ def forward_rates(settings: Settings, batches: list[int], rounds: int, runtimes:
     return result
 
 
+def bracket_rate(settings: Settings, quick: bool) -> dict[str, Any]:
+    """The short measurement taken just before and after each ingestion run: both layouts at the
+    batch sizes the stack makes (up to IDIOS_BATCH_SIZE), so that the machine's speed at that
+    moment weighs on both sides of the ingestion ratio."""
+    images = [decode_image(derived_jpeg(i), settings) for i in range(16)]
+    forward = _forward(layouts(settings), images, [8, 16], rounds=2 if quick else 4, trials=1 if quick else 3)
+    return {"forward": forward, "best": max(rate for by_batch in forward.values() for rate in by_batch.values())}
+
+
 def insert_costs(uri: str) -> dict[str, Any]:
     """1,000 single-row Milvus upserts against one 1,000-row upsert, through the project's Store."""
     from idios.store import Store
@@ -144,8 +154,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--milvus-uri", default="")
+    parser.add_argument("--bracket", action="store_true", help="only the short measurement around an ingestion run")
     args = parser.parse_args()
     settings = Settings(weights="random")
+    if args.bracket:
+        print(json.dumps(bracket_rate(settings, args.quick)))
+        return
     batches = [1, 8, 16] if args.quick else [1, 8, 16, 32]
     result = forward_rates(settings, batches, rounds=2 if args.quick else 4, runtimes=not args.quick)
     if args.milvus_uri:

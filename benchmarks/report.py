@@ -55,6 +55,28 @@ def forward_table(rate: dict[str, Any]) -> list[str]:
     ]
 
 
+def bracket_table(
+    brackets: dict[tuple[str, str], tuple[float, float]], runs: dict[tuple[str, str], float], first: float
+) -> list[str]:
+    """Each bracketed ingestion run beside the raw rate measured just before and just after it."""
+    return [
+        "### Ingestion against the raw rate around it",
+        "",
+        "This host's speed drifts by tens of percent within minutes, so the raw rate is measured again just "
+        "before and just after each `idios serve` ingestion run (the fastest of both layouts at batch 8 and 16; "
+        "median of 3 measurements in turns, 1 in the quick profile). The ratio divides by the mean of the two.",
+        "",
+        "| run | raw before | images/s | raw after | ratio | ratio to the first raw rate above |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {stack}, {name} | {before:.1f} | {runs[stack, name]:.1f} | {after:.1f} | "
+            f"{200 * runs[stack, name] / (before + after):.0f}% | {100 * runs[stack, name] / first:.0f}% |"
+            for (stack, name), (before, after) in brackets.items()
+        ),
+        "",
+    ]
+
+
 def images_per_s(figures: dict[str, Latency]) -> float:
     """Images added per second in a run: add counts one image a request, add_bulk (N urls) N."""
     total = 0.0
@@ -87,7 +109,7 @@ def _ms(latency: Latency | None) -> str:
 
 def write(results: Results, out: Path, stem: str) -> Path:
     rate = results.model_rate
-    # The denominator is the model's best: the fastest layout of passes at the fastest batch size.
+    # The first, full measurement's best: the fastest layout of passes at the fastest batch size.
     raw, raw_layout, raw_batch = max(
         (images, layout, batch) for layout, by_batch in rate["forward"].items() for batch, images in by_batch.items()
     )
@@ -98,7 +120,10 @@ def write(results: Results, out: Path, stem: str) -> Path:
         for name, figures in by_name.items()
     }
     ingest = {stack: max(rate for (s, _), rate in runs.items() if s == stack) for stack in results.ingestion}
-    best_run = max(runs, key=lambda run: runs[run])
+    # The ratio compares each bracketed run with the raw rate measured just before and just after it.
+    around = {run: sum(pair) / 2 for run, pair in results.brackets.items()}
+    best_run = max(around, key=lambda run: runs[run] / around[run])
+    best, best_raw = runs[best_run], around[best_run]
     serve_add = images_per_s({k: v for k, v in results.ingestion["serve"].items() if k == "add"})
     lat = results.latency
     under = results.under_ingestion
@@ -111,7 +136,6 @@ def write(results: Results, out: Path, stem: str) -> Path:
     serve_peak = results.memory.get("serve, peak while ingesting", {})
     scale_memory = next((v for k, v in results.memory.items() if k.endswith("entries")), {})
     worker_rss = max((v for k, v in dist_memory.items() if k.startswith("worker")), default=None)
-    best = max(ingest.values())
     new_idle, new_busy = lat.get("search by new url"), under.get("search by new url")
     stored_idle, stored_busy = lat.get("search by stored url"), under.get("search by stored url")
 
@@ -134,10 +158,10 @@ def write(results: Results, out: Path, stem: str) -> Path:
         (
             "ingestion / raw batched model rate (same cores)",
             "42% (7.7 of 18.3)",
-            f"{100 * best / raw:.0f}% ({best:.1f} of {raw:.1f}, batch {raw_batch} in {raw_layout}; "
-            f"{best_run[0]}, {best_run[1]})",
+            f"{100 * best / best_raw:.0f}% ({best:.1f} of {best_raw:.1f}, the raw rate measured just before "
+            f"and after the run; {best_run[0]}, {best_run[1]})",
             "at least 80%",
-            _met(best >= 0.8 * raw),
+            _met(best >= 0.8 * best_raw),
         ),
         (
             "similarity search (stored url: lookup + 10-NN)",
@@ -263,9 +287,10 @@ def write(results: Results, out: Path, stem: str) -> Path:
         "",
         *forward_table(rate),
         f"The stack's model: vit_b32 on {rate.get('variant', 'torch int8')} (IDIOS_RUNTIME, IDIOS_QUANTIZE), "
-        f"{rate['layout']} side by side (IDIOS_TORCH_THREADS / IDIOS_PASS_THREADS). The ratio above divides by "
-        "the fastest layout at its fastest batch size.",
+        f"{rate['layout']} side by side (IDIOS_TORCH_THREADS / IDIOS_PASS_THREADS). Fastest: {raw:.1f} images/s, "
+        f"batch {raw_batch} in {raw_layout}.",
         "",
+        *bracket_table(results.brackets, runs, raw),
         *runtime_table(rate.get("runtimes", {}), rate.get("variant", "")),
         "## Ingestion",
         "",
@@ -395,7 +420,7 @@ def throughput_plot(ingest: dict[str, float], raw: float, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4))
     names = list(ingest)
     axes.bar(names, [ingest[n] for n in names], color="#4C72B0")
-    axes.axhline(raw, color="#C44E52", linestyle="--", label=f"raw batched model rate ({raw:.1f})")
+    axes.axhline(raw, color="#C44E52", linestyle="--", label=f"raw batched model rate, first measurement ({raw:.1f})")
     axes.axhline(0.8 * raw, color="#DD8452", linestyle=":", label="80% of raw")
     axes.axhline(2.5, color="grey", linestyle="-.", label="original, 1 worker (2.5)")
     axes.set_ylabel("images/s")
