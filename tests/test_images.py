@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import struct
+import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -266,6 +267,31 @@ async def test_fetch_ok(server: ImageServer, jpeg_bytes: bytes, local_settings: 
     headers = server.request_headers[-1]
     assert headers["user-agent"] == local_settings.user_agent
     assert headers["accept"] == "image/*"
+
+
+class _ImportRecorder:
+    """A finder first on sys.meta_path: records every import that is not answered by sys.modules."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        self.names.append(name)
+
+
+async def test_downloads_search_for_no_module(server: ImageServer, jpeg_bytes: bytes, local_settings: Settings) -> None:
+    """httpcore asks which event loop runs several times a download (`sniffio`); a missing module
+    there is a failed import, a search of sys.path each time, on every download."""
+    recorder = _ImportRecorder()
+    async with ImageFetcher(local_settings) as fetcher:
+        await fetcher.fetch(server.url("/cat.jpg"))  # first use imports what it needs
+        sys.meta_path.insert(0, recorder)
+        try:
+            for _ in range(3):
+                assert await fetcher.fetch(server.url("/cat.jpg")) == jpeg_bytes
+        finally:
+            sys.meta_path.remove(recorder)
+    assert recorder.names == []
 
 
 async def test_load_image(server: ImageServer, local_settings: Settings) -> None:
