@@ -117,9 +117,9 @@ def forward_rates(settings: Settings, batches: list[int], rounds: int, runtimes:
 
 
 def bracket_rate(settings: Settings, quick: bool) -> dict[str, Any]:
-    """The short measurement taken just before and after each ingestion run: both layouts at the
-    batch sizes the stack makes (up to IDIOS_BATCH_SIZE), so that the machine's speed at that
-    moment weighs on both sides of the ingestion ratio."""
+    """The short measurement taken just before and after each ingestion run: both layouts at batch
+    8 and 16 (the stack's batches are at most IDIOS_BATCH_SIZE, 16 by default), so that the
+    machine's speed at that moment weighs on both sides of the ingestion ratio."""
     images = [decode_image(derived_jpeg(i), settings) for i in range(16)]
     forward = _forward(layouts(settings), images, [8, 16], rounds=2 if quick else 4, trials=1 if quick else 3)
     return {"forward": forward, "best": max(rate for by_batch in forward.values() for rate in by_batch.values())}
