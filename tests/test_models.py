@@ -136,6 +136,25 @@ def test_runtime_setting(monkeypatch) -> None:
         Settings(runtime="tensorflow")
 
 
+def test_gpu_precision_setting(monkeypatch) -> None:
+    monkeypatch.delenv("IDIOS_GPU_PRECISION", raising=False)
+    assert Settings().gpu_precision == "float16"
+    monkeypatch.setenv("IDIOS_GPU_PRECISION", "tf32")
+    assert Settings().gpu_precision == "tf32"
+    with pytest.raises(ValueError):
+        Settings(gpu_precision="bfloat8")
+
+
+def test_gpu_precision_leaves_cpu_models_alone(vit_b32_pair, images) -> None:
+    """IDIOS_GPU_PRECISION is for GPUs: a CPU worker with float16 set still computes float32's vectors."""
+    fp32, _ = vit_b32_pair
+    model = REGISTRY["vit_b32"](Settings(weights="random", runtime="torch", quantize="none", gpu_precision="float16"))
+    model.load()
+    expected, got = np.stack(fp32.embed_images(images[:4])), np.stack(model.embed_images(images[:4]))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_onnx_int8_agrees_with_torch_float32(vit_b32_pair, onnx_int8, images) -> None:
     fp32, _ = vit_b32_pair
     assert_agrees(fp32, onnx_int8, images)

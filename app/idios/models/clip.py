@@ -2,7 +2,8 @@
 
 Two runtimes (IDIOS_RUNTIME): `onnx`, the default, runs graphs exported from the open_clip model
 with ONNX Runtime and keeps torch out of the process; `torch` runs the open_clip model itself (the
-GPU's choice). Both take the same inputs (`clip_inputs`) and give unit-length float32 vectors.
+GPU's choice, in IDIOS_GPU_PRECISION). Both take the same inputs (`clip_inputs`) and give
+unit-length float32 vectors.
 """
 
 from __future__ import annotations
@@ -89,8 +90,14 @@ class ClipModel(EmbeddingModel):
         torch.set_num_threads(pass_threads(self.settings))
         model = self.build_torch()
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda":  # int8 dynamic quantisation is CPU-only; a GPU runs float32
-            model.to(device)
+        dtype = torch.float32
+        if device == "cuda":  # int8 dynamic quantisation is CPU-only; a GPU follows IDIOS_GPU_PRECISION
+            precision = self.settings.gpu_precision
+            # Process-wide, like the thread count: every model of a worker computes alike.
+            torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+            if precision == "float16":
+                dtype = torch.float16
+            model.to(device, dtype)
         elif self.settings.quantize == "int8":
             try:
                 from idios.models.int8 import quantize_int8
@@ -103,13 +110,15 @@ class ClipModel(EmbeddingModel):
         def tower(encode: Any, dtype: Any) -> Any:
             def run(array: np.ndarray) -> np.ndarray:
                 with torch.inference_mode():
-                    features = encode(torch.from_numpy(array).to(device, dtype))
-                    return (features / features.norm(dim=-1, keepdim=True)).float().cpu().numpy()
+                    # Cast once on the device: a float16 cast on the CPU costs more than the copy it saves.
+                    features = encode(torch.from_numpy(array).to(device).to(dtype))
+                    features = features.float()
+                    return (features / features.norm(dim=-1, keepdim=True)).cpu().numpy()
 
             return run
 
         self._model = model
-        self._image_tower = tower(model.encode_image, torch.float32)
+        self._image_tower = tower(model.encode_image, dtype)
         self._text_tower = tower(model.encode_text, torch.long)
 
     def pixels(self, images: list[Image]) -> np.ndarray:
