@@ -207,6 +207,7 @@ def run(args: argparse.Namespace) -> Path:
         results.scale["restore_per_s"] = restore_synthetic(client, MODEL, 0, profile.entries)
         results.scale["entries"] = client.get(f"/models/{MODEL}/count").json()
         assert results.scale["entries"] >= profile.entries + have - 1, results.scale
+        results.scale["indexed"] = {"restore": serve.index_progress(MODEL)}
         time.sleep(5)  # let Milvus settle its segments before timing reads
         results.memory[f"serve, {results.scale['entries']} entries"] = dict(sampler.sample())
         synthetic = [f"http://synthetic.example/{i:07d}.jpg" for i in range(0, profile.entries, profile.entries // 40)]
@@ -229,6 +230,7 @@ def run(args: argparse.Namespace) -> Path:
         results.scale["dump_pages"] = {"entries": count, "per_s": rate, "page_ms": median_ms(pages)}
         count, rate = dump_to_files(serve.url, MODEL)
         results.scale["dump"] = {"entries": count, "per_s": rate}
+        results.scale["indexed"]["dump"] = serve.index_progress(MODEL)
         results.memory[f"serve, after dump of {count}"] = dict(sampler.sample())
         if milvus_dir:
             results.disk[f"Milvus at {results.scale['entries']} entries"] = directory_bytes(milvus_dir)

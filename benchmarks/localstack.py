@@ -65,6 +65,18 @@ class LocalStack:
         finally:
             client.close()
 
+    def index_progress(self, model: str) -> tuple[int, int]:
+        """Rows of the model's collection that Milvus has indexed, and its rows in sealed segments
+        (Milvus builds HNSW indexes in the background, segment by segment)."""
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(self.env["IDIOS_MILVUS_URI"])
+        try:
+            index = client.describe_index(self.env["IDIOS_COLLECTION_PREFIX"] + model, "vector")
+        finally:
+            client.close()
+        return int(index["indexed_rows"]), int(index["total_rows"])
+
     def pids(self) -> dict[str, int]:
         return {name: process.proc.pid for name, process in self.processes.items()}
 

@@ -326,6 +326,12 @@ def write(results: Results, out: Path, stem: str) -> Path:
         f"- the same rows paged through `POST /dump` (pages of 10,000, each parsed): "
         f"{scale['dump_pages']['entries']:,} entries at {scale['dump_pages']['per_s']:,.0f}/s, "
         f"{scale['dump_pages']['page_ms']:.0f} ms a page",
+        "- Milvus builds each sealed segment's HNSW index in the background, so the figures above ran "
+        "beside that work: "
+        + "; ".join(
+            f"{indexed:,} of {total:,} sealed rows indexed when the {moment} ended"
+            for moment, (indexed, total) in scale["indexed"].items()
+        ),
         "",
         "## Memory (resident set, MB)",
         "",

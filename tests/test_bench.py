@@ -46,6 +46,7 @@ def test_quick_benchmark_writes_report_and_plots(milvus_uri: str, tmp_path: Path
     ):
         [value] = [value for name, value in ours.items() if name.startswith(figure)]
         assert re.match(r"[\d,.]+[ %]", value), f"{figure}: {value!r}"
+    assert re.search(r"[\d,]+ of [\d,]+ sealed rows indexed when the restore ended", text)
     plots = sorted(tmp_path.glob("*.png"))
     assert [p.name.rsplit("-", 1)[1] for p in plots] == ["latency.png", "memory.png", "throughput.png"]
     for plot in plots:

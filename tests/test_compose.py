@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from idios.config import Settings, default_credential_problems
+from idios.embedded import SERVER_CONFIG
 from idios.models import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -464,6 +465,15 @@ def test_milvus_config() -> None:
         env = environment(milvus)
         assert env["COMMON_SECURITY_AUTHORIZATIONENABLED"] == "true"
         assert env["COMMON_SECURITY_DEFAULTROOTPASSWORD"].startswith("${MILVUS_ROOT_PASSWORD:?")
+
+
+def test_milvus_node_is_tuned_as_the_embedded_server() -> None:
+    config = yaml.safe_load((DOCKER / "milvus.yaml").read_text())
+    for key, value in SERVER_CONFIG.items():
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
 
 
 def test_rabbitmq_config() -> None:

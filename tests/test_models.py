@@ -52,13 +52,18 @@ def vit_b32_pair():
     return models["none"], models["int8"]
 
 
-def test_quantize_setting(monkeypatch) -> None:
-    monkeypatch.delenv("IDIOS_QUANTIZE", raising=False)
-    assert Settings().quantize == "int8"
-    monkeypatch.setenv("IDIOS_QUANTIZE", "none")
-    assert Settings().quantize == "none"
+@pytest.mark.parametrize(
+    ("field", "default", "other", "bad"),
+    [("quantize", "int8", "none", "int4"), ("gpu_precision", "float16", "tf32", "bfloat8")],
+)
+def test_precision_settings(monkeypatch, field: str, default: str, other: str, bad: str) -> None:
+    variable = f"IDIOS_{field.upper()}"
+    monkeypatch.delenv(variable, raising=False)
+    assert getattr(Settings(), field) == default
+    monkeypatch.setenv(variable, other)
+    assert getattr(Settings(), field) == other
     with pytest.raises(ValueError):
-        Settings(quantize="int4")
+        Settings(**{field: bad})
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
@@ -134,15 +139,6 @@ def test_runtime_setting(monkeypatch) -> None:
     assert Settings().runtime == "onnx"
     with pytest.raises(ValueError):
         Settings(runtime="tensorflow")
-
-
-def test_gpu_precision_setting(monkeypatch) -> None:
-    monkeypatch.delenv("IDIOS_GPU_PRECISION", raising=False)
-    assert Settings().gpu_precision == "float16"
-    monkeypatch.setenv("IDIOS_GPU_PRECISION", "tf32")
-    assert Settings().gpu_precision == "tf32"
-    with pytest.raises(ValueError):
-        Settings(gpu_precision="bfloat8")
 
 
 def test_gpu_precision_leaves_cpu_models_alone(vit_b32_pair, images) -> None:
