@@ -53,7 +53,10 @@ class Profile:
     latency_seconds: float  # each single-user latency run
     entries: int  # the scale scenario's size
     workers: list[int]
-    ingest_users: int = 16
+    # Enough adding clients, each with one request in flight, to keep the model busy: with 16, a
+    # host whose model embeds 52 images/s left 0.24 of its 2 cores idle (37.8 images/s); 32 left
+    # 0.02 (42.2 images/s). The add_bulk run keeps as many images in flight (2 clients, 16 urls).
+    ingest_users: int = 32
 
 
 QUICK = Profile(ingest_images=96, seconds=12, latency_seconds=6, entries=20_000, workers=[1])
