@@ -4,9 +4,8 @@ and how far reduced precision moves the embeddings.
     python -m benchmarks.gpu_rate [--out DIR] [--seconds S]   # writes gpu.json and gpu.md into DIR
 
 Needs torch with CUDA (`make bench` does not run it: the benchmark host has no GPU). Every model is
-built as a worker builds it with IDIOS_RUNTIME=torch (float32 on the GPU), random weights: the same
-compute as the real ones. Half precision is measured beside it on the same open_clip model, to say
-what it would give.
+built as a worker builds it with IDIOS_RUNTIME=torch, once per IDIOS_GPU_PRECISION, with random
+weights: the same compute as the real ones.
 """
 
 from __future__ import annotations
@@ -50,6 +49,10 @@ def timed_rate(count: int, call: Any, seconds: float, threads: int = 1) -> float
     with ThreadPoolExecutor(max_workers=threads) as pool:
         calls = sum(pool.map(repeat, range(threads)))
     return count * calls / (time.perf_counter() - start)
+
+
+def threads_label(threads: int) -> str:
+    return f"{threads} thread{'s' if threads > 1 else ''}"
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -107,7 +110,7 @@ def precision_rates(
             default_batch, lambda: model.embed_pixels(batch[:default_batch]), seconds, threads=passes
         )
         result["with_preprocessing"] = {
-            f"{threads} thread{'s' if threads > 1 else ''}, batch {size}": timed_rate(
+            f"{threads_label(threads)}, batch {size}": timed_rate(
                 size, lambda size=size: model.embed_images(images[:size]), seconds, threads=threads
             )
             for threads, size in ((1, 16), (1, 64), (passes, 16))
@@ -153,7 +156,7 @@ def cpu_rates(payloads: list[bytes], images: list[Any], seconds: float) -> dict[
     for job_name, job in jobs.items():
         counter = iter(range(10**9))
         result[job_name] = {
-            f"{threads} thread{'s' if threads > 1 else ''}": timed_rate(
+            threads_label(threads): timed_rate(
                 1, lambda job=job, counter=counter: job(next(counter)), seconds, threads=threads
             )
             for threads in (1, cores)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from benchmarks import TESTS_ON_PATH  # noqa: F401  (makes tests/ importable)
 from benchmarks.corpus import IMAGE_HOST
@@ -53,28 +56,29 @@ class LocalStack:
             self.stop()
             raise
 
-    def drop_collections(self) -> None:
-        """Drop this stack's collections, so Milvus stops indexing them for the stacks that follow."""
+    @contextmanager
+    def _milvus(self) -> Iterator[Any]:
+        """A client of the stack's Milvus, closed afterwards."""
         from pymilvus import MilvusClient
 
         client = MilvusClient(self.env["IDIOS_MILVUS_URI"])
         try:
+            yield client
+        finally:
+            client.close()
+
+    def drop_collections(self) -> None:
+        """Drop this stack's collections, so Milvus stops indexing them for the stacks that follow."""
+        with self._milvus() as client:
             for name in client.list_collections():
                 if name.startswith(self.env["IDIOS_COLLECTION_PREFIX"]):
                     client.drop_collection(name)
-        finally:
-            client.close()
 
     def index_progress(self, model: str) -> tuple[int, int]:
         """Rows of the model's collection that Milvus has indexed, and its rows in sealed segments
         (Milvus builds HNSW indexes in the background, segment by segment)."""
-        from pymilvus import MilvusClient
-
-        client = MilvusClient(self.env["IDIOS_MILVUS_URI"])
-        try:
+        with self._milvus() as client:
             index = client.describe_index(self.env["IDIOS_COLLECTION_PREFIX"] + model, "vector")
-        finally:
-            client.close()
         return int(index["indexed_rows"]), int(index["total_rows"])
 
     def pids(self) -> dict[str, int]:
