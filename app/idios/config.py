@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     )
     api_keys_file: Path | None = Field(None, description="File with one 'scope:<sha256>' API key entry per line.")
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body (413 beyond).")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names (the HTTP Host header, without port) the API answers, comma separated; '*' "
+        "accepts any. Empty: the loopback names (localhost, 127.0.0.1, [::1]) when IDIOS_HOST is a loopback "
+        "address, else any host. Guards an instance on 127.0.0.1 against DNS rebinding.",
+    )
     max_bulk_items: int = Field(1000, gt=0, description="Most items in one add_bulk request.")
     max_restore_rows: int = Field(10000, gt=0, description="Most rows in one restore request.")
 
@@ -58,6 +64,12 @@ class Settings(BaseSettings):
         "(development only).",
     )
     queue_prefix: str = Field("idios", description="Prefix of every RabbitMQ queue name.")
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=1024 * 1024,
+        description="Largest message the broker accepts (RabbitMQ 4's max_message_size, 16 MiB by default; "
+        "the shipped broker config sets the same). Jobs and answers are sized to fit under it.",
+    )
     max_queued_jobs: int = Field(
         1000, gt=0, description="Ingestion jobs allowed to wait; beyond, add answers 503 with Retry-After."
     )
@@ -153,7 +165,7 @@ class Settings(BaseSettings):
             self.milvus_token = Path(self.milvus_token_file).read_text().strip()
         return self
 
-    @field_validator("models", "url_allow_networks", "api_keys", mode="before")
+    @field_validator("models", "url_allow_networks", "api_keys", "allowed_hosts", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

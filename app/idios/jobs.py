@@ -22,8 +22,9 @@ from pymilvus.exceptions import MilvusException
 from idios import expr, niceness
 from idios.batching import MicroBatcher
 from idios.config import Settings
+from idios.decoding import decode_image
 from idios.errors import Conflict, IdiosError, Invalid, NotFound, Timeout, TooLarge, Unavailable
-from idios.images import ImageFetcher, decode_image
+from idios.images import ImageFetcher
 from idios.models import REGISTRY, EmbeddingModel, ModelSpec, ModelUnavailable
 from idios.store import Columns, SchemaMismatch, Store
 from idios.wire import unpack_array
