@@ -155,7 +155,16 @@ class Settings(BaseSettings):
     user_agent: str = Field(DEFAULT_USER_AGENT, description="User-Agent sent when fetching images.")
 
     # Worker
-    health_port: int = Field(4214, description="Port of the worker's HTTP health check (0 disables it).")
+    health_port: int = Field(
+        4214,
+        description="Port of the worker's HTTP health check (0 disables it). Several workers on one host need "
+        "one port each; a worker whose port is taken logs so and runs without a health check.",
+    )
+    health_host: str = Field(
+        "127.0.0.1",
+        description="Address the worker's health check listens on. It has no key: the container healthchecks "
+        "ask from inside the container; set 0.0.0.0 only where a trusted network's monitor must reach it.",
+    )
 
     @model_validator(mode="after")
     def _secret_files(self) -> Settings:

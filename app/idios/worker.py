@@ -3,7 +3,9 @@
 Everything slow (downloads, decoding, forward passes, Milvus calls) runs off the event loop,
 so the connection keeps its heartbeats while a job stalls. A job is acked only after its reply
 is published (and, for adds, after the row is in Milvus): a worker killed mid-job leaves the
-job to be redelivered to another.
+job to be redelivered to another. Replies go out on a channel of their own, apart from the ones
+jobs are consumed on; an answer larger than the broker's message limit is replaced by a 413 error
+(the broker would refuse it, and the job would come back again and again).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pymilvus.exceptions import MilvusException
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from idios.config import Settings
-from idios.errors import IdiosError, Invalid
+from idios.errors import IdiosError, Invalid, TooLarge, Unavailable
 from idios.jobs import JobRunner, failed
 from idios.store import Store
 from idios.transport.queues import LANES, connect, declare, decode, encode, queue_name
@@ -35,6 +39,7 @@ class Worker:
         self.connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+        self._replies: AbstractChannel | None = None
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -56,6 +61,7 @@ class Worker:
             "light": self.settings.interactive_prefetch,
             "ingest": self.settings.prefetch,
         }
+        self._replies = await self.connection.channel(publisher_confirms=True)
         channels = {}
         for lane in LANES:
             channels[lane] = await self.connection.channel()
@@ -103,9 +109,10 @@ class Worker:
             envelope = await self.runner.run(job)
         try:
             if message.reply_to:
-                await channel.default_exchange.publish(
-                    aio_pika.Message(_encode_envelope(envelope), correlation_id=message.correlation_id),
-                    routing_key=message.reply_to,
+                replies = self._replies if self._replies is not None else channel
+                body = _encode_envelope(envelope, self.settings.max_message_bytes, job_op(job))
+                await replies.default_exchange.publish(
+                    aio_pika.Message(body, correlation_id=message.correlation_id), routing_key=message.reply_to
                 )
             await message.ack()
         except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
@@ -117,10 +124,23 @@ class Worker:
     # health check: a bare HTTP/1.0 answer; a web framework here would take over the worker's signals
 
     async def _start_health(self) -> asyncio.Server | None:
-        if not self.settings.health_port:
+        """The health check, or None when it is off or its port is taken: a second worker on one host
+        (with the first one's port) runs on without one rather than dying."""
+        host, port = self.settings.health_host, self.settings.health_port
+        if not port:
             return None
-        server = await asyncio.start_server(self._health, "0.0.0.0", self.settings.health_port)
-        log.info("health check on port %d", self.settings.health_port)
+        try:
+            server = await asyncio.start_server(self._health, host, port)
+        except OSError as exc:
+            log.error(
+                "health check port %s:%d is unavailable (%s; another worker on this host?): running without a "
+                "health check; give each worker on a host its own IDIOS_HEALTH_PORT, or 0 for none",
+                host,
+                port,
+                exc.strerror or exc,
+            )
+            return None
+        log.info("health check on %s:%d", host, port)
         return server
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -151,20 +171,57 @@ def job_op(job: object) -> str:
     return str(job.get("op")) if isinstance(job, dict) else "unreadable"
 
 
-def _encode_envelope(envelope: dict[str, Any]) -> bytes:
-    """Every job gets an answer, even one whose result or error cannot be serialised."""
+def _encode_envelope(envelope: dict[str, Any], limit: int, op: str = "job") -> bytes:
+    """Every job gets an answer the broker takes: even one whose result cannot be serialised, or
+    one larger than the broker's message limit (`limit` bytes), is answered by an error."""
     try:
-        return encode(envelope)
+        body = encode(envelope)
     except Exception as exc:
         log.exception("cannot serialise a job's answer")
         return encode(failed(IdiosError(f"the answer could not be serialised ({type(exc).__name__})", status=500)))
+    if len(body) <= limit:
+        return body
+    log.warning(
+        "the answer to a %s job is %d bytes, over the broker's limit of %d: answering 413", op, len(body), limit
+    )
+    error = TooLarge(
+        f"the answer is too large: {len(body)} bytes, more than the job broker's limit of {limit} bytes "
+        "(IDIOS_MAX_MESSAGE_BYTES); ask for fewer rows",
+        type="answer_too_large",
+    )
+    return encode(failed(error))
+
+
+def _log_milvus_retry(state: RetryCallState) -> None:
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.warning("cannot reach Milvus yet (%s); retrying in %.1fs", state.outcome.exception(), wait)
+
+
+def connect_store(settings: Settings, *, wait_max: float = 10.0) -> Store:
+    """The store, once Milvus answers: a worker may start before Milvus is up (or while it is still
+    starting), as it may before the broker; it waits and says so, instead of exiting."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type((Unavailable, MilvusException, OSError)),
+        wait=wait_exponential(multiplier=0.5, max=wait_max),
+        before_sleep=_log_milvus_retry,
+        reraise=True,
+    ):
+        with attempt:
+            store = Store(
+                settings.milvus_uri,
+                token=settings.milvus_token,
+                prefix=settings.collection_prefix,
+                search_consistency=settings.milvus_consistency,
+            )
+            try:
+                store.client.list_collections()  # connected is not ready: a starting Milvus refuses calls
+            except BaseException:
+                store.close()
+                raise
+            return store
+    raise AssertionError("unreachable: tenacity re-raises the last error")
 
 
 def run_worker(settings: Settings) -> None:
-    store = Store(
-        settings.milvus_uri,
-        token=settings.milvus_token,
-        prefix=settings.collection_prefix,
-        search_consistency=settings.milvus_consistency,
-    )
+    store = connect_store(settings)
     asyncio.run(Worker(settings, JobRunner(settings, store)).run())

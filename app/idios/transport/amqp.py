@@ -1,7 +1,10 @@
 """API side of the RabbitMQ transport: publish a job, await its reply without blocking the loop.
 
 One robust connection per API process. Replies come back on an exclusive queue named by this
-process; a job's message expires with its deadline, so a job nobody waits for is never computed.
+process, consumed on a channel of their own: jobs are published on another, so a publish the broker
+refuses (it closes the channel it came on) cannot take the replies other requests wait for with it.
+A job's message expires with its deadline, so a job nobody waits for is never computed. A job larger
+than the broker's message limit is refused (413) before it is sent.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
 from idios.config import Settings
-from idios.errors import Timeout, Unavailable
+from idios.errors import Timeout, TooLarge, Unavailable
 from idios.models import REGISTRY
 from idios.transport import Lane, Transport, make_job, unwrap
 from idios.transport.queues import LANES, connect, declare, decode, encode_job, queue_name
@@ -33,7 +36,8 @@ class AmqpTransport(Transport):
         self.settings = settings
         self.reply_queue_name = f"{settings.queue_prefix}.reply.{uuid.uuid4().hex}"
         self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractRobustChannel | None = None
+        self._channel: AbstractRobustChannel | None = None  # publishes jobs
+        self._reply_channel: AbstractRobustChannel | None = None  # consumes replies
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._queues: dict[str, tuple[float, int, int]] = {}
         self._connect_task: asyncio.Task[None] | None = None
@@ -58,14 +62,26 @@ class AmqpTransport(Transport):
             for lane in LANES:
                 await declare(channel, queue_name(self.settings.queue_prefix, name, lane))
         await declare(channel, queue_name(self.settings.queue_prefix, None))
-        replies = await channel.declare_queue(self.reply_queue_name, exclusive=True, auto_delete=True)
+        reply_channel = await connection.channel()
+        replies = await reply_channel.declare_queue(self.reply_queue_name, exclusive=True, auto_delete=True)
         await replies.consume(self._on_reply, no_ack=True)
+        # Replies that were on their way when the channel closed are lost: every waiting request fails
+        # now (503) rather than at its deadline. The robust channel reopens and consumes again by itself.
+        reply_channel.close_callbacks.add(self._on_reply_channel_closed)
+        self._reply_channel = reply_channel
         self._channel = channel
 
     def _on_connection_lost(self, *_: Any) -> None:
         self._connected.clear()
         self._queues.clear()
         self._fail_pending(Unavailable("lost the connection to the job broker; try again", type="broker_unavailable"))
+
+    def _on_reply_channel_closed(self, _: Any, exc: BaseException | None = None) -> None:
+        if self._pending:
+            log.warning("the reply channel closed (%s); failing %d waiting requests", exc, len(self._pending))
+        self._fail_pending(
+            Unavailable(f"the job broker closed the reply channel ({exc}); try again", type="broker_unavailable")
+        )
 
     def _on_reconnect(self, *_: Any) -> None:
         log.info("reconnected to RabbitMQ")
@@ -88,7 +104,8 @@ class AmqpTransport(Transport):
         self._fail_pending(Unavailable("the API is shutting down", type="shutting_down"))
 
     def _live_channel(self) -> AbstractRobustChannel:
-        if self._channel is None or not self._connected.is_set() or self._channel.is_closed:
+        unusable = self._channel is None or self._channel.is_closed
+        if unusable or not self._connected.is_set() or self._reply_channel is None or self._reply_channel.is_closed:
             raise Unavailable("the job broker is unreachable; try again shortly", type="broker_unavailable")
         return self._channel
 
@@ -105,6 +122,15 @@ class AmqpTransport(Transport):
 
     async def call(self, job: dict[str, Any], lane: Lane) -> Any:
         channel = self._live_channel()
+        body = encode_job(job)
+        limit = self.settings.max_message_bytes
+        if len(body) > limit:
+            # The broker would refuse it by closing the channel: say why, and keep the channel.
+            raise TooLarge(
+                f"this {job.get('op')} request makes a job of {len(body)} bytes, more than the job broker's limit "
+                f"of {limit} bytes (IDIOS_MAX_MESSAGE_BYTES); send fewer rows or a smaller image",
+                type="job_too_large",
+            )
         correlation_id = uuid.uuid4().hex
         remaining = float(job["deadline"]) - time.time()
         if remaining <= 0:
@@ -112,7 +138,7 @@ class AmqpTransport(Transport):
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         message = aio_pika.Message(
-            encode_job(job),
+            body,
             correlation_id=correlation_id,
             reply_to=self.reply_queue_name,
             expiration=remaining,
