@@ -136,11 +136,8 @@ def static_config(tmp: Path, log_dir: Path, dynamic: Path, ports: dict[str, int]
     return path
 
 
-@pytest.fixture(scope="module")
-def proxied(milvus_uri: str, artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
-    log_dir = artifacts / "test_traefik"
-    log_dir.mkdir(exist_ok=True)
-    tmp = tmp_path_factory.mktemp("traefik")
+def start_traefik(tmp: Path, log_dir: Path, api_backend: str, rabbitmq: Stub, attu: Stub) -> tuple[Traefik, Path]:
+    """Traefik with the checked-in configuration in front of `api_backend`; returns it and its CA file."""
     dynamic = tmp / "dynamic"
     dynamic.mkdir()
     for source in sorted((ROOT / "traefik" / "dynamic").glob("*.yml")):
@@ -152,31 +149,42 @@ def proxied(milvus_uri: str, artifacts: Path, tmp_path_factory: pytest.TempPathF
     cert.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
     certificates = {"tls": {"certificates": [{"certFile": str(tmp / "cert.pem"), "keyFile": str(tmp / "key.pem")}]}}
     (dynamic / "zz-test-certificate.yml").write_text(yaml.safe_dump(certificates))
+    ports = {"web": free_port(), "websecure": free_port(), "traefik": free_port()}
+    env = {
+        "IDIOS_DOMAIN": DOMAIN,
+        "IDIOS_CERT_RESOLVER": "none",
+        "IDIOS_API_BACKEND": api_backend,
+        "IDIOS_RABBITMQ_BACKEND": rabbitmq.url,
+        "IDIOS_ATTU_BACKEND": attu.url,
+        "ADMIN_USERS": f"{sha_htpasswd(*ADMIN)}\n{sha_htpasswd('other', 'another password')}",
+        "IDIOS_RATE_AVERAGE": str(RATE_AVERAGE),
+        "IDIOS_RATE_BURST": str(RATE_BURST),
+        "IDIOS_MAX_BODY_BYTES": str(MAX_BODY),
+    }
+    return Traefik(static_config(tmp, log_dir, dynamic, ports), env, log_dir, ports), tmp / "ca.pem"
 
+
+def wait_routed(proxied: Proxied) -> None:
+    with proxied.client() as client:
+
+        def routed() -> bool:
+            return proxied.request(client, "GET", DOMAIN, "/ping").status_code == 200
+
+        wait_until(routed, 60, "Traefik to route to the API", [proxied.traefik])
+
+
+@pytest.fixture(scope="module")
+def proxied(milvus_uri: str, artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
+    log_dir = artifacts / "test_traefik"
+    log_dir.mkdir(exist_ok=True)
+    tmp = tmp_path_factory.mktemp("traefik")
     rabbitmq, attu = Stub("rabbitmq"), Stub("attu")
     stack = traefik = None
     try:
         stack = start_distributed(milvus_uri, log_dir, workers=1)
-        ports = {"web": free_port(), "websecure": free_port(), "traefik": free_port()}
-        env = {
-            "IDIOS_DOMAIN": DOMAIN,
-            "IDIOS_CERT_RESOLVER": "none",
-            "IDIOS_API_BACKEND": stack.url,
-            "IDIOS_RABBITMQ_BACKEND": rabbitmq.url,
-            "IDIOS_ATTU_BACKEND": attu.url,
-            "ADMIN_USERS": f"{sha_htpasswd(*ADMIN)}\n{sha_htpasswd('other', 'another password')}",
-            "IDIOS_RATE_AVERAGE": str(RATE_AVERAGE),
-            "IDIOS_RATE_BURST": str(RATE_BURST),
-            "IDIOS_MAX_BODY_BYTES": str(MAX_BODY),
-        }
-        traefik = Traefik(static_config(tmp, log_dir, dynamic, ports), env, log_dir, ports)
-        proxied = Proxied(traefik, stack, tmp / "ca.pem", rabbitmq, attu)
-        with proxied.client() as client:
-
-            def routed() -> bool:
-                return proxied.request(client, "GET", DOMAIN, "/ping").status_code == 200
-
-            wait_until(routed, 60, "Traefik to route to the API", [traefik])
+        traefik, ca_file = start_traefik(tmp, log_dir, stack.url, rabbitmq, attu)
+        proxied = Proxied(traefik, stack, ca_file, rabbitmq, attu)
+        wait_routed(proxied)
         yield proxied
     finally:
         if traefik is not None:
@@ -263,7 +271,7 @@ def test_dashboard_only_behind_basic_auth(proxied: Proxied) -> None:
         assert "text/html" in answer.headers["content-type"]
         routers = proxied.request(client, "GET", DASHBOARD_HOST, "/api/http/routers", auth=ADMIN).json()
     names = {router["name"] for router in routers}
-    assert {"idios-api@file", "rabbitmq-ui@file", "attu@file", "dashboard@file"} <= names
+    assert {"idios-api@file", "idios-api-stream@file", "rabbitmq-ui@file", "attu@file", "dashboard@file"} <= names
     assert all(router["status"] == "enabled" for router in routers if router["name"].endswith("@file"))
     # The `traefik` entry point only answers the health check, never the dashboard.
     internal = f"http://127.0.0.1:{proxied.traefik.ports['traefik']}"
@@ -319,3 +327,128 @@ def test_rate_limit(proxied: Proxied) -> None:
     # Another client is unaffected.
     with proxied.client() as client:
         assert proxied.request(client, "GET", DOMAIN, "/ping").status_code == 200
+
+
+# --- the streamed dump is not buffered ----------------------------------------------------------------
+
+
+class StreamingApi:
+    """Stands in for `idios api`: `GET /models/<model>/dump.jsonl` sends its first line, then holds the
+    rest until `release` is set (or `HOLD_S` passes) and notes which came first."""
+
+    HOLD_S = 20
+    FIRST = b'{"url":"https://example.com/1.jpg"}\n'
+    REST = b'{"url":"https://example.com/2.jpg"}\n'
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.held_to_the_end: list[bool] = []
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            def do_GET(self) -> None:
+                if self.path == "/ping":
+                    body = b'"pong"'
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.chunk(api.FIRST)
+                api.held_to_the_end.append(not api.release.wait(api.HOLD_S))
+                self.chunk(api.REST)
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def streaming(artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proxied, StreamingApi]]:
+    """Traefik with the checked-in configuration in front of `StreamingApi` (no Idios stack needed)."""
+    log_dir = artifacts / "test_traefik" / "streaming"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    api, rabbitmq, attu = StreamingApi(), Stub("rabbitmq"), Stub("attu")
+    traefik = None
+    try:
+        traefik, ca_file = start_traefik(tmp_path_factory.mktemp("traefik-stream"), log_dir, api.url, rabbitmq, attu)
+        proxied = Proxied(traefik, None, ca_file, rabbitmq, attu)  # type: ignore[arg-type]
+        wait_routed(proxied)
+        yield proxied, api
+    finally:
+        if traefik is not None:
+            traefik.stop()
+        for server in (api, rabbitmq, attu):
+            server.close()
+
+
+def test_streamed_dump_reaches_the_client_as_it_is_sent(streaming: tuple[Proxied, StreamingApi]) -> None:
+    proxied, api = streaming
+    api.release.clear()
+    seen = len(api.held_to_the_end)
+    url = f"https://127.0.0.1:{proxied.traefik.ports['websecure']}/models/vit_b32/dump.jsonl"
+    with proxied.client() as client:
+        headers = {"Host": DOMAIN}
+        with client.stream("GET", url, headers=headers, extensions={"sni_hostname": DOMAIN}) as answer:
+            assert answer.status_code == 200
+            chunks = answer.iter_bytes()
+            first = next(chunks)
+            # The API is still holding the rest of the stream: the first line came through at once.
+            api.release.set()
+            body = first + b"".join(chunks)
+    assert first == api.FIRST
+    assert body == api.FIRST + api.REST
+    assert api.held_to_the_end[seen:] == [False], "Traefik held the first line until the stream ended"
+    for name, value in SECURITY_HEADERS.items():
+        assert answer.headers.get(name) == value, (name, dict(answer.headers))
+
+
+def test_streamed_dump_router_keeps_the_rate_limit(streaming: tuple[Proxied, StreamingApi]) -> None:
+    proxied, api = streaming
+    api.release.set()
+    statuses: list[int] = []
+    with proxied.client(local_address="127.0.0.4") as client:
+        for _ in range(300):
+            answer = proxied.request(client, "GET", DOMAIN, "/models/vit_b32/dump.jsonl")
+            statuses.append(answer.status_code)
+            if answer.status_code == 429:
+                break
+    assert 429 in statuses, statuses
+    assert statuses.count(200) >= RATE_BURST, statuses
+
+
+def test_only_get_of_the_dump_skips_the_body_limit(streaming: tuple[Proxied, StreamingApi]) -> None:
+    proxied, _ = streaming
+    with proxied.client() as client:
+        for path in ("/models/vit_b32/dump.jsonl", "/models/vit_b32/dump.jsonl/x", "/models/vit_b32/restore"):
+            refused = proxied.request(client, "POST", DOMAIN, path, content=b"x" * (MAX_BODY + 1000))
+            assert refused.status_code == 413, (path, refused.status_code)
+            assert "Request Entity Too Large" in refused.text
+        # Under the limit a POST reaches the API.
+        assert proxied.request(client, "POST", DOMAIN, "/models/vit_b32/restore", content=b"x").status_code == 204
