@@ -27,6 +27,7 @@ from idios.errors import Conflict, IdiosError, Invalid, NotFound, Timeout, TooLa
 from idios.images import ImageFetcher
 from idios.models import REGISTRY, EmbeddingModel, ModelSpec, ModelUnavailable
 from idios.store import Columns, SchemaMismatch, Store
+from idios.transport import KeyedLocks
 from idios.wire import unpack_array
 
 log = logging.getLogger("idios.jobs")
@@ -60,6 +61,7 @@ class JobRunner:
         self._bulk_pool = ThreadPoolExecutor(
             max_workers=8, thread_name_prefix="idios-bulk", initializer=niceness.lower_this_thread
         )
+        self._new_urls = KeyedLocks()
         self._adds: MicroBatcher[dict[str, Any], Envelope] = MicroBatcher(
             self._add_batch, max_size=settings.batch_size, linger=settings.batch_linger_ms / 1000
         )
@@ -181,11 +183,28 @@ class JobRunner:
     async def op_status(self) -> dict[str, dict[str, str]]:
         return self.status
 
-    async def op_add(self, model: EmbeddingModel, url: str, metadata: dict | None = None, mode: str = "upsert") -> str:
-        """Adds go through the batcher; concurrent adds for a model share one forward pass."""
+    async def op_add(
+        self,
+        model: EmbeddingModel,
+        url: str,
+        metadata: dict | None = None,
+        mode: str = "upsert",
+        redelivered: bool = False,
+    ) -> str:
+        """Adds go through the batcher; concurrent adds for a model share one forward pass.
+
+        `new` adds of one url run one after the other in this worker (the existence check and the
+        write of one are not interleaved with another's), so only one of them answers "added".
+        `redelivered` (the broker gave the job again: a worker died before acking it) lets a job
+        recognise its own earlier write: a stored entry with the job's metadata answers "added"."""
         self.adds_in_flight += 1
         try:
-            envelope = await self._adds.submit(model.spec.name, {"url": url, "metadata": metadata, "mode": mode})
+            item = {"url": url, "metadata": metadata, "mode": mode, "redelivered": redelivered}
+            if mode == "new":
+                async with self._new_urls.hold((model.spec.name, url)):
+                    envelope = await self._adds.submit(model.spec.name, item)
+            else:
+                envelope = await self._adds.submit(model.spec.name, item)
         finally:
             self.adds_in_flight -= 1
         if not envelope["ok"]:
@@ -200,9 +219,14 @@ class JobRunner:
             fresh = [i for i, item in enumerate(items) if item["mode"] == "new"]
             if fresh:
                 found = await asyncio.to_thread(self.store.existing, spec, [items[i]["url"] for i in fresh])
+                again = [items[i]["url"] for i in fresh if items[i]["url"] in found and items[i].get("redelivered")]
+                own = await asyncio.to_thread(self._stored_metadata, spec, again) if again else {}
                 for i in fresh:
-                    if items[i]["url"] in found:
-                        results[i] = failed(Conflict(f"already stored: {items[i]['url']}", type="already_stored"))
+                    url = items[i]["url"]
+                    if url in own and own[url] == (items[i]["metadata"] or {}):
+                        results[i] = ok("added")  # this job's own write, before its worker died unacked
+                    elif url in found:
+                        results[i] = failed(Conflict(f"already stored: {url}", type="already_stored"))
             todo = [i for i, result in enumerate(results) if result is None]
             images = await asyncio.gather(*(self._image(items[i]["url"]) for i in todo), return_exceptions=True)
             ready: list[tuple[int, Any]] = []
@@ -227,6 +251,16 @@ class JobRunner:
             error = Unavailable(f"the vector store failed: {exc.message}", type="store_unavailable")
             return [result if result is not None and not result["ok"] else failed(error) for result in results]
         return [result if result is not None else failed(IdiosError("not processed", status=500)) for result in results]
+
+    def _stored_metadata(self, spec: ModelSpec, urls: list[str]) -> dict[str, Any]:
+        # Store has no metadata-only read; a redelivered add is rare enough for a plain query.
+        rows = self.store.client.query(
+            self.store.collection(spec),
+            filter=expr.url_in(urls),
+            output_fields=["url", "metadata"],
+            consistency_level="Strong",
+        )
+        return {row["url"]: row.get("metadata") or {} for row in rows}
 
     async def op_restore(
         self, model: EmbeddingModel, urls: list[str], metadata: list[dict[str, Any]], vectors: dict[str, Any]

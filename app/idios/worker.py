@@ -106,6 +106,8 @@ class Worker:
             log.error("dropping an unreadable job: %s", exc)
             envelope = failed(Invalid(f"unreadable job: {exc}", type="bad_job"))
         else:
+            if message.redelivered and job.get("op") == "add" and isinstance(job.get("args"), dict):
+                job["args"]["redelivered"] = True  # its own earlier write may be stored already
             envelope = await self.runner.run(job)
         try:
             if message.reply_to:

@@ -40,9 +40,9 @@ from idios.api.schemas import (
 )
 from idios.auth import Scope
 from idios.config import Settings
-from idios.errors import Conflict, IdiosError, Invalid, TooLarge
+from idios.errors import Conflict, IdiosError, Invalid, TooLarge, Unavailable
 from idios.models import ModelSpec
-from idios.transport import Lane, Transport, make_job
+from idios.transport import KeyedLocks, Lane, Transport, make_job
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -62,6 +62,8 @@ ADD_BULK_BODY = {
         },
     }
 }
+
+QUEUE_FULL_ITEM = "queue full, retry"
 
 bearer = HTTPBearer(auto_error=False, description="An API key, when the server has keys configured")
 
@@ -160,8 +162,29 @@ async def add(request: Request, model: str, body: AddRequest) -> Response:
 async def _add(request: Request, model: str, body: AddRequest, mode: str) -> Response:
     """One image: `upsert` replaces a stored url's entry, `new` refuses it with 409."""
     args = {"url": body.url, "metadata": body.metadata, "mode": mode}
-    await _call(request, "add", model, args, "ingest", admit=True)
+    if mode == "new":
+        async with _new_urls(request).hold((model, body.url)):
+            await _call(request, "add", model, args, "ingest", admit=True)
+    else:
+        await _call(request, "add", model, args, "ingest", admit=True)
     return NO_CONTENT
+
+
+def _new_urls(request: Request) -> KeyedLocks:
+    """This API's `new` adds (search_add, add_bulk) run one at a time per url, whichever worker
+    takes them: of two calls for one url, the second is sent once the first is stored, and finds it."""
+    state = request.app.state
+    if not hasattr(state, "new_urls"):
+        state.new_urls = KeyedLocks()
+    return state.new_urls
+
+
+SEARCH_ADD_GUARANTEE = (
+    "Of concurrent calls for one url through one API process (add_bulk items included), exactly one "
+    "answers 204 and the others 409, whichever workers run them; a call redelivered after its worker died "
+    "recognises its own write (204). Calls through different API processes at the same instant may both "
+    "answer 204 (the later write is kept)."
+)
 
 
 @router.post(
@@ -169,6 +192,7 @@ async def _add(request: Request, model: str, body: AddRequest, mode: str) -> Res
     dependencies=WRITE,
     status_code=204,
     summary="Add an image unless its url is stored (409)",
+    description=SEARCH_ADD_GUARANTEE,
     responses={**AUTH_ERRORS, 409: {"model": ErrorBody, "description": "The url is stored already"}},
 )
 async def search_add(request: Request, model: str, body: AddRequest) -> Response:
@@ -180,6 +204,9 @@ async def search_add(request: Request, model: str, body: AddRequest) -> Response
     dependencies=WRITE,
     responses=AUTH_ERRORS,
     summary="Add many images; stored urls are reported as found",
+    description="Each item is admitted on its own against IDIOS_MAX_QUEUED_JOBS: an item that finds the "
+    f"ingestion queue full is reported in `failed` with the error '{QUEUE_FULL_ITEM}' (send it again later). "
+    "The request's own items are sent a few at a time, never more than that limit.",
     openapi_extra=ADD_BULK_BODY,
 )
 async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body()]) -> BulkResult:
@@ -187,7 +214,8 @@ async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body
     if len(body) > settings.max_bulk_items:
         raise TooLarge(f"at most {settings.max_bulk_items} items per request, got {len(body)}", type="too_many_items")
     models.spec(model)
-    await _transport(request).ready(model, admit=True)
+    transport = _transport(request)
+    await transport.ready(model, admit=True)
     result = BulkResult(added=[], found=[], failed=[])
     items: list[AddRequest] = []
     for raw in body:
@@ -196,11 +224,19 @@ async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body
         except ValidationError as exc:
             url = raw.get("url") if isinstance(raw, dict) and isinstance(raw.get("url"), str) else str(raw)[:200]
             result.failed.append(BulkFailure(url=url, error="; ".join(e["msg"] for e in exc.errors())))
-    # Every item becomes its own job, so workers share the load and batch items together.
-    gate = asyncio.Semaphore(settings.prefetch * 4)
+    # Every item becomes its own job, so workers share the load and batch items together. Each is
+    # admitted like a single add; the gate keeps the request's own jobs under the limit.
+    gate = asyncio.Semaphore(min(settings.prefetch * 4, settings.max_queued_jobs))
+    locks = _new_urls(request)
 
     async def one(item: AddRequest) -> tuple[str, str | None]:
-        async with gate:
+        async with gate, locks.hold((model, item.url)):
+            try:
+                await transport.ready(model, admit=True)
+            except Unavailable as exc:
+                if exc.type != "queue_full":
+                    return "failed", exc.msg
+                return "failed", f"{QUEUE_FULL_ITEM} ({exc.msg})"
             try:
                 await _call(
                     request,

@@ -7,8 +7,11 @@ refuses with 503 when nothing could run the job.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Hashable
 from typing import Any, Literal
 
 from idios.errors import IdiosError
@@ -48,3 +51,27 @@ def unwrap(envelope: dict[str, Any]) -> Any:
     if envelope.get("ok"):
         return envelope.get("value")
     raise IdiosError.from_wire(envelope.get("error") or {})
+
+
+class KeyedLocks:
+    """One asyncio lock per key (a model and url), held only while someone uses it: calls for one
+    key run one after the other, calls for different keys are not held up."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)

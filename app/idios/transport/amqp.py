@@ -40,6 +40,9 @@ class AmqpTransport(Transport):
         self._reply_channel: AbstractRobustChannel | None = None  # consumes replies
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._queues: dict[str, tuple[float, int, int]] = {}
+        # Ingestion jobs this process sent since each queue's waiting count was last read (and not yet
+        # answered): they count against IDIOS_MAX_QUEUED_JOBS until the next read sees them.
+        self._fresh: dict[str, set[str]] = {}
         self._connect_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
 
@@ -147,10 +150,11 @@ class AmqpTransport(Transport):
             else aio_pika.DeliveryMode.NOT_PERSISTENT,
             content_type="application/json",
         )
+        routing_key = queue_name(self.settings.queue_prefix, job.get("model"), lane)
+        fresh = self._fresh.setdefault(routing_key, set()) if lane == "ingest" else set()
+        fresh.add(correlation_id)
         try:
-            await channel.default_exchange.publish(
-                message, routing_key=queue_name(self.settings.queue_prefix, job.get("model"), lane), timeout=remaining
-            )
+            await channel.default_exchange.publish(message, routing_key=routing_key, timeout=remaining)
             envelope = await asyncio.wait_for(future, timeout=max(0.0, float(job["deadline"]) - time.time()))
         except TimeoutError:
             raise Timeout(f"no worker answered within {job.get('timeout', 0):.0f}s", type="worker_timeout") from None
@@ -158,6 +162,7 @@ class AmqpTransport(Transport):
             raise Unavailable(f"the job broker failed: {exc}", type="broker_unavailable") from None
         finally:
             self._pending.pop(correlation_id, None)
+            fresh.discard(correlation_id)
         return unwrap(envelope)
 
     # readiness
@@ -177,6 +182,7 @@ class AmqpTransport(Transport):
             raise Unavailable(f"the job broker failed: {exc}", type="broker_unavailable") from None
         state = (int(declared.consumer_count or 0), int(declared.message_count or 0))
         self._queues[name] = (now, *state)
+        self._fresh.pop(name, None)
         return state
 
     async def _consumer_count(self, name: str) -> int:
@@ -188,7 +194,9 @@ class AmqpTransport(Transport):
             what = f"model {model}" if model else "jobs"
             raise Unavailable(f"no worker is connected that serves {what}", type="no_worker")
         if admit:
-            _, waiting = await self._queue_state(queue_name(prefix, model, "ingest"))
+            name = queue_name(prefix, model, "ingest")
+            _, waiting = await self._queue_state(name)
+            waiting += len(self._fresh.get(name, ()))
             if waiting >= self.settings.max_queued_jobs:
                 raise Unavailable(f"{waiting} images are waiting to be added; try again shortly", type="queue_full")
 
