@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to an image server.")
     download_timeout: float = Field(15.0, gt=0, description="Seconds for a whole image download.")
     max_redirects: int = Field(5, ge=0, description="Redirects followed per image url.")
+    dns_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds to resolve an image url's host name; lookups run in their own small thread pool.",
+    )
     min_image_side: int = Field(150, ge=1, description="Images with a shorter side are refused.")
     max_image_pixels: int = Field(64_000_000, gt=0, description="Images declaring more pixels are refused.")
     decode_min_side: int = Field(
@@ -178,6 +183,19 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _some_key(cls, value: object) -> object:
+        # Runs before _csv. Empty means unset (an open API); a value such as "," is a mistake, not "no key".
+        if isinstance(value, str) and value.strip() and not _split_csv(value):
+            raise ValueError("IDIOS_API_KEYS is set but holds no key entry ('read:<sha256>' or 'write:<sha256>')")
+        return value
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("url_allow_networks")
     @classmethod
