@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from idios.config import Settings
 from idios.errors import Invalid
-from idios.netguard import MAX_URL_LENGTH, AddressGuard, _checked_by_httpx, _is_plain, url_host_port, validate_url
+from idios.images import ImageFetcher
+from idios.netguard import (
+    DNS_THREADS,
+    MAX_URL_LENGTH,
+    AddressGuard,
+    _checked_by_httpx,
+    _is_plain,
+    url_host_port,
+    validate_url,
+)
 
 # ---------------------------------------------------------------- validate_url
 
@@ -183,8 +196,42 @@ FORBIDDEN = [
     "ff02::1",
     "2002:7f00:1::",  # 6to4 of 127.0.0.1
     "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+    "64:ff9b::10.0.0.1",  # NAT64 of a private address
+    "64:ff9b::127.0.0.1",
     "[::1]",
 ]
+
+# Refused since: allowed before, or refused only by some Python versions' tables.
+NOT_PUBLIC_SPECIAL = [
+    "fec0::1",  # site-local (deprecated)
+    "feff:ffff::1",  # the top of fec0::/10
+    "64:ff9b:1::808:808",  # local-use NAT64: the embedded IPv4 address cannot be told
+    "64:ff9b:1:ffff::1",
+    "3fff::1",  # documentation (RFC 9637)
+    "3fff:fff:ffff::1",
+    "5f00::1",  # SRv6 SIDs
+    "192.88.99.1",  # 6to4 relay anycast (deprecated)
+]
+
+
+@pytest.mark.parametrize("ip", NOT_PUBLIC_SPECIAL)
+def test_special_ranges_refused(ip: str) -> None:
+    with pytest.raises(Invalid) as info:
+        AddressGuard().check_address(ip)
+    assert info.value.type == "url_forbidden_address"
+
+
+@pytest.mark.parametrize("ip", ["64:ff9b::808:808", "64:ff9b::93.184.216.34", "64:ff9b::1.1.1.1"])
+def test_nat64_of_public_ipv4_allowed(ip: str) -> None:
+    """IPv6-only hosts behind DNS64 get 64:ff9b::/96 answers for every IPv4-only name."""
+    AddressGuard().check_address(ip)
+
+
+def test_nat64_allowed_by_the_ipv4_network_it_embeds() -> None:
+    guard = AddressGuard(["10.0.0.0/8"])
+    guard.check_address("64:ff9b::10.1.2.3")
+    with pytest.raises(Invalid):
+        guard.check_address("64:ff9b::192.168.0.1")
 
 
 @pytest.mark.parametrize("ip", FORBIDDEN)
@@ -263,7 +310,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """Answers for host names, so that no real DNS query is made."""
     answers: dict[str, list[str]] = {}
 
-    async def getaddrinfo(self: Any, host: str, port: int, **kwargs: Any) -> list[tuple[Any, ...]]:
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
         if host not in answers:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         result: list[tuple[Any, ...]] = []
@@ -274,7 +321,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
                 result.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)))
         return result
 
-    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return answers
 
 
@@ -301,3 +348,55 @@ async def test_check_host_unresolvable(fake_dns: dict[str, list[str]]) -> None:
         await AddressGuard().check_host("nowhere.example", 80)
     assert info.value.type == "url_unresolvable"
     assert info.value.status == 422
+
+
+async def test_check_host_nat64_name(fake_dns: dict[str, list[str]]) -> None:
+    fake_dns["v4only.example"] = ["64:ff9b::5db8:d822"]  # DNS64's answer for 93.184.216.34
+    assert await AddressGuard().check_host("v4only.example", 80) == ["64:ff9b::5db8:d822"]
+    fake_dns["internal.example"] = ["64:ff9b::a00:5"]  # 10.0.0.5
+    with pytest.raises(Invalid) as info:
+        await AddressGuard().check_host("internal.example", 80)
+    assert info.value.type == "url_forbidden_address"
+
+
+@pytest.fixture
+def hanging_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A resolver whose lookups block until the test ends; yields the names asked for."""
+    release = threading.Event()
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        asked.append(host)
+        release.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield asked
+    release.set()
+
+
+async def test_hanging_dns_times_out_and_spares_the_default_pool(hanging_dns: list[str]) -> None:
+    """Names that never resolve must not hold the default thread pool (store calls and decodes use
+    it), and each lookup is given up after the DNS timeout with a 422."""
+    guard = AddressGuard(dns_timeout=0.5)
+    default_threads = asyncio.get_running_loop()._default_executor  # type: ignore[attr-defined]
+    default_size = default_threads._max_workers if default_threads else min(32, (os.cpu_count() or 1) + 4)
+    lookups = [asyncio.ensure_future(guard.check_host(f"h{i}.example", 80)) for i in range(default_size + 8)]
+    await asyncio.sleep(0.1)
+    # Every default-pool thread is still free: as many blocking calls as it has threads all run at once.
+    started = threading.Barrier(default_size, timeout=5)
+    await asyncio.wait_for(asyncio.gather(*(asyncio.to_thread(started.wait) for _ in range(default_size))), 10)
+    results = await asyncio.gather(*lookups, return_exceptions=True)
+    assert all(isinstance(r, Invalid) and r.type == "url_unresolvable" and r.status == 422 for r in results)
+    assert "could not be resolved within 0.5 s" in str(results[0])
+    # The resolver's own pool is bounded: the lookups beyond its threads never started.
+    assert len(hanging_dns) == DNS_THREADS
+
+
+async def test_dns_timeout_setting_reaches_the_fetcher(hanging_dns: list[str]) -> None:
+    settings = Settings(_env_file=None, dns_timeout=0.3)  # type: ignore[call-arg]
+    async with ImageFetcher(settings) as fetcher:
+        with pytest.raises(Invalid) as info:
+            await fetcher.fetch("http://never.example/cat.jpg")
+    assert info.value.type == "url_unresolvable"
+    assert "0.3 s" in info.value.msg

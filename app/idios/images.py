@@ -331,7 +331,7 @@ class ImageFetcher:
 
     def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
-        self.guard = AddressGuard(settings.url_allow_networks)
+        self.guard = AddressGuard(settings.url_allow_networks, dns_timeout=settings.dns_timeout)
         # A custom transport (tests) has no real socket, so the peer check only applies to ours.
         self._check_peer = transport is None
         self.client = httpx.AsyncClient(

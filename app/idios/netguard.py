@@ -10,10 +10,13 @@ the address a connection actually reached (against DNS rebinding).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 
@@ -25,9 +28,25 @@ ALLOWED_SCHEMES = ("http", "https")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# IPv6 prefixes that embed an IPv4 address a gateway may translate to.
+# NAT64's well-known prefix (RFC 6052): a DNS64 resolver answers IPv6-only hosts with these for
+# IPv4-only names. Python calls the range reserved; such an address is judged by the IPv4 one inside.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SHARED = ipaddress.IPv4Network("100.64.0.0/10")
+# Ranges not public that Python 3.11's is_private/is_global/is_reserved miss (or newer Pythons
+# changed): refused on every Python. 64:ff9b:1::/48 is local-use NAT64 (RFC 8215), whose embedded
+# IPv4 address sits where each network chooses, so it cannot be judged and is refused.
+_NOT_PUBLIC: tuple[IPNetwork, ...] = (
+    ipaddress.IPv4Network("192.88.99.0/24"),  # 6to4 relay anycast, deprecated (RFC 7526)
+    ipaddress.IPv6Network("fec0::/10"),  # site-local, deprecated (RFC 3879)
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+    ipaddress.IPv6Network("3fff::/20"),  # documentation (RFC 9637)
+    ipaddress.IPv6Network("5f00::/16"),  # SRv6 SIDs (RFC 9602)
+)
+
+# Host names are resolved in threads of their own: a name that never resolves holds one of these,
+# not a thread of the default pool that store calls and decodes share.
+DNS_THREADS = 8
+_dns_pool: ThreadPoolExecutor | None = None
 
 
 def validate_url(url: str) -> str:
@@ -107,6 +126,8 @@ def _embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 
 def _is_public(addr: IPAddress) -> bool:
+    if any(addr.version == net.version and addr in net for net in _NOT_PUBLIC):
+        return False
     if (
         addr.is_private
         or addr.is_loopback
@@ -123,8 +144,9 @@ def _is_public(addr: IPAddress) -> bool:
 class AddressGuard:
     """Refuses addresses that are not public unless they lie in `allow_networks`."""
 
-    def __init__(self, allow_networks: Iterable[str] = ()) -> None:
+    def __init__(self, allow_networks: Iterable[str] = (), *, dns_timeout: float = 5.0) -> None:
         self.allow_networks: list[IPNetwork] = [ipaddress.ip_network(net, strict=False) for net in allow_networks]
+        self.dns_timeout = dns_timeout
 
     def _allowed(self, addr: IPAddress) -> bool:
         return any(addr.version == net.version and addr in net for net in self.allow_networks)
@@ -135,8 +157,8 @@ class AddressGuard:
         if isinstance(addr, ipaddress.IPv6Address):
             embedded = _embedded_ipv4(addr)
             if embedded is not None:
-                if addr.ipv4_mapped is not None:
-                    # A mapped address is the IPv4 address itself, public or not.
+                if addr.ipv4_mapped is not None or addr in _NAT64:
+                    # A mapped address is the IPv4 address itself, public or not; a NAT64 one reaches it.
                     return self.is_forbidden(embedded)
                 if self.is_forbidden(embedded):
                     return True
@@ -167,7 +189,12 @@ class AddressGuard:
         if not name:
             raise Invalid("image url has no host", type="url_host")
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(name, port, type=socket.SOCK_STREAM)
+            async with asyncio.timeout(self.dns_timeout):
+                infos = await _resolve(name, port)
+        except TimeoutError:
+            raise Invalid(
+                f"image host {host!r} could not be resolved within {self.dns_timeout:g} s", type="url_unresolvable"
+            ) from None
         except (OSError, UnicodeError, ValueError) as exc:
             raise Invalid(f"image host {host!r} could not be resolved", type="url_unresolvable") from exc
         addresses: list[str] = []
@@ -182,3 +209,14 @@ class AddressGuard:
         for ip in addresses:
             self.check_address(ip)
         return addresses
+
+
+async def _resolve(name: str, port: int) -> list[tuple[Any, ...]]:
+    """`socket.getaddrinfo` in the resolver's own threads (as the event loop's getaddrinfo does in
+    the default pool). A lookup given up on is cancelled if it has not started yet; one already
+    running cannot be stopped and returns its thread when the system resolver gives up."""
+    global _dns_pool
+    if _dns_pool is None:
+        _dns_pool = ThreadPoolExecutor(max_workers=DNS_THREADS, thread_name_prefix="idios-dns")
+    lookup = functools.partial(socket.getaddrinfo, name, port, 0, socket.SOCK_STREAM)
+    return await asyncio.get_running_loop().run_in_executor(_dns_pool, lookup)
