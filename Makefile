@@ -39,7 +39,7 @@ ANSIBLE_ARGS ?= --ask-vault-pass
 ansible = cd infra/ansible && $(CURDIR)/$(BIN)/ansible-playbook -i $(ANSIBLE_INVENTORY) $(ANSIBLE_ARGS)
 
 .PHONY: provision inventory deploy scale-workers backup
-.PHONY: help install run test bench lint format doc up down logs deploy-frontend deploy-milvus deploy-worker scale-worker-node dump restore
+.PHONY: help install run test-deps test fuzz bench lint format doc up down logs deploy-frontend deploy-milvus deploy-worker scale-worker-node dump restore
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -49,7 +49,10 @@ install: $(VENV)/.serve ## create .venv and install Idios with its embedded Milv
 run: $(VENV)/.serve ## install, then start `idios serve` (API + worker + embedded Milvus) on port 4213
 	$(BIN)/idios serve
 
-test: $(VENV)/.dev ## install the dev extras, then lint and run the test suite
+test-deps: ## check what the tests need from the machine (Chromium, docker-compose, RabbitMQ); as root, install it
+	PYTHON=$(PYTHON) VENV=$(VENV) bash tests/setup-machine.sh
+
+test: test-deps $(VENV)/.dev ## set up the machine (test-deps), install the dev extras, then lint and run the test suite
 	$(BIN)/ruff check app tests benchmarks
 	$(BIN)/ruff format --check app tests benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
