@@ -14,6 +14,14 @@ from idios.errors import Invalid
 
 Scalar = str | int | float | bool
 
+# Milvus parses integer literals as int64, and the most negative one only as a positive number
+# negated, which overflows: a filter integer lies in this range.
+INT_LIMIT = 2**63 - 1
+# Milvus reads a JSON key between brackets with its own rules: versions differ in whether they
+# unescape it (2.3 does; others match nothing for a key with an escape, or fail), and `][` ends
+# the key early (a parse error). Keys holding what JSON escapes, or `][`, are refused.
+KEY_FORBIDDEN = ('"', "\\", "][")
+
 
 def string_literal(value: str) -> str:
     """`value` as a double-quoted Milvus string literal."""
@@ -28,6 +36,8 @@ def scalar_literal(value: Scalar) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
+        if abs(value) > INT_LIMIT:
+            raise Invalid(f"filter integers must lie between -{INT_LIMIT} and {INT_LIMIT}", type="bad_filter")
         return str(value)
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -64,6 +74,11 @@ def metadata_filter(equalities: Mapping[str, Scalar] | None) -> str:
     for key, value in equalities.items():
         if not isinstance(key, str) or not key:
             raise Invalid("filter keys must be non-empty strings", type="bad_filter")
+        if any(part in key for part in KEY_FORBIDDEN) or any(ord(char) < 0x20 for char in key):
+            raise Invalid(
+                f'filter key {key[:100]!r} cannot be matched: keys may not hold ", \\, ][ or control characters',
+                type="bad_filter",
+            )
         clauses.append(f"metadata[{string_literal(key)}] == {scalar_literal(value)}")
     return " and ".join(clauses)
 

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from pymilvus.exceptions import MilvusException
 
-from idios import expr, niceness
+from idios import expr, niceness, pages
 from idios.batching import MicroBatcher
 from idios.config import Settings
 from idios.decoding import decode_image
@@ -320,30 +320,25 @@ class JobRunner:
         return model.spec.compare(first, second)
 
     async def op_urls(self, model: EmbeddingModel, cursor: str | None = None, limit: int = 1000) -> list[str]:
+        """Up to `limit` urls after the cursor, fewer where more would not fit in one message (`idios.pages`)."""
         rows = await asyncio.to_thread(self.store.page, model.spec, cursor, limit, with_data=False)
-        return [row["url"] for row in rows]
+        return pages.urls([row["url"] for row in rows], pages.budget(self.settings.max_message_bytes))
 
     async def op_dump(
         self, model: EmbeddingModel, cursor: str | None = None, limit: int = 1000, last: str | None = None
     ) -> orjson.Fragment | str:
         """A page of rows {url, metadata, embedding} after the cursor, already JSON: it travels to
         the HTTP client as it is. With `last` (the streamed dump, which knows each page's ends from
-        `urls` jobs), the rows up to and including that url, as JSON Lines text."""
+        `urls` jobs), the rows up to and including that url, as JSON Lines text, however many rows
+        were written into that range since. Either way the page stops early where more rows would
+        not fit in one message (`idios.pages`): the caller continues after its last url."""
         return await asyncio.to_thread(self._dump_page, model.spec, cursor, limit, last)
 
     def _dump_page(self, spec: ModelSpec, cursor: str | None, limit: int, last: str | None) -> orjson.Fragment | str:
+        budget = pages.budget(self.settings.max_message_bytes)
         if last is None:
-            columns = self.store.columns_after(spec, cursor, limit)
-        else:
-            columns = self.store.columns_between(spec, cursor, last, limit)
-        rows = [
-            {"url": url, "metadata": metadata, "embedding": spec.to_public(vector)}
-            for url, vector, metadata in zip(columns.urls, columns.vectors, columns.metadata, strict=True)
-        ]
-        if last is not None:
-            option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
-            return b"".join(orjson.dumps(row, option=option) for row in rows).decode()
-        return orjson.Fragment(orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY))
+            return orjson.Fragment(pages.json_rows(spec, self.store.columns_after(spec, cursor, limit), budget))
+        return pages.json_lines(spec, self.store.columns_between(spec, cursor, last), budget)
 
     async def op_count(self, model: EmbeddingModel) -> int:
         return await asyncio.to_thread(self.store.count, model.spec)

@@ -14,8 +14,10 @@ query answer (`HybridExtraList._lazy_field_data`) instead of materialising each 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +26,11 @@ import orjson
 from pymilvus import DataType, MilvusClient
 from pymilvus.client.utils import SciPyHelper
 from pymilvus.exceptions import MilvusException
-from pymilvus.grpc_gen import milvus_pb2
+from pymilvus.grpc_gen import common_pb2, milvus_pb2
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from idios import expr
-from idios.errors import Unavailable
+from idios.errors import Invalid, Unavailable
 from idios.limits import URL_MAX_CHARS
 from idios.models.base import ModelSpec
 
@@ -44,6 +46,13 @@ URL_MAX_BYTES = URL_MAX_CHARS * 4
 # Milvus refuses offset + limit above this.
 MAX_WINDOW = 16384
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}
+
+
+# Milvus's codes for a request it refuses as malformed (merr's ParameterInvalid, ParameterMissing,
+# ParameterTooLarge, Milvus 2.4 on). Milvus 2.3 answers a bad expression with code 65535 (unexpected
+# error) and names it only in its message, which starts with this.
+INPUT_ERROR_CODES = frozenset({1100, 1101, 1102})
+BAD_EXPRESSION = "cannot parse expression"
 
 
 class SchemaMismatch(RuntimeError):
@@ -84,6 +93,8 @@ class Store:
         self.uri = uri
         self.prefix = prefix
         self.search_consistency = search_consistency
+        # pymilvus opens a Milvus Lite file for a uri naming a .db file.
+        self.lite = uri.endswith(".db")
         self._descriptions: dict[str, dict[str, Any]] = {}
         try:
             self.client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)
@@ -167,13 +178,20 @@ class Store:
         self.upsert_columns(spec, Columns(urls=[row["url"] for row in rows], vectors=vectors, metadata=metadata))
 
     def upsert_columns(self, spec: ModelSpec, columns: Columns) -> None:
-        """Store entries given as columns in one request; an existing url is replaced."""
+        """Store entries given as columns in one request; an existing url is replaced, and of a url
+        given more than once the last entry is kept (Milvus 2.3 and 2.5 would store each of them
+        under the one key, Milvus 2.6 refuses the whole request)."""
         count = len(columns.urls)
         vectors = np.ascontiguousarray(columns.vectors, dtype=_dtype(spec))
         if vectors.shape != (count, _width(spec)) or len(columns.metadata) != count:
             raise ValueError(f"{count} urls, vectors of shape {vectors.shape}, {len(columns.metadata)} metadata")
         if not count:
             return
+        keep = _last_of_each(columns.urls)
+        if keep is not None:
+            urls, metadata = [columns.urls[i] for i in keep], [columns.metadata[i] for i in keep]
+            columns = Columns(urls=urls, vectors=vectors[keep], metadata=metadata)
+            vectors, count = columns.vectors, len(keep)
         name = self.collection(spec)
         request = milvus_pb2.UpsertRequest(collection_name=name, num_rows=count)
         request.fields_data.add(type=DataType.VARCHAR, field_name="url").scalars.string_data.data.extend(columns.urls)
@@ -218,12 +236,13 @@ class Store:
         """Stored vectors of those urls that are stored."""
         if not urls:
             return {}
-        rows = self.client.query(
-            self.collection(spec),
-            filter=expr.url_in(urls),
-            output_fields=["url", "vector"],
-            consistency_level="Strong" if strong else self.search_consistency,
-        )
+        with _refusals_as_invalid():
+            rows = self.client.query(
+                self.collection(spec),
+                filter=expr.url_in(urls),
+                output_fields=["url", "vector"],
+                consistency_level="Strong" if strong else self.search_consistency,
+            )
         return {row["url"]: _vector(row["vector"]) for row in rows}
 
     def search(self, spec: ModelSpec, vector: Any, *, limit: int, offset: int = 0, filter: str = "") -> list[Hit]:
@@ -231,17 +250,18 @@ class Store:
         if spec.vector_kind == "float":
             params["params"] = {"ef": max(64, limit + offset)}
         query = bytes(vector) if spec.vector_kind == "binary" else list(map(float, vector))
-        results = self.client.search(
-            self.collection(spec),
-            data=[query],
-            anns_field="vector",
-            limit=limit,
-            offset=offset,
-            filter=filter,
-            output_fields=["url", "metadata"],
-            search_params=params,
-            consistency_level=self.search_consistency,
-        )
+        with _refusals_as_invalid():  # a filter Milvus cannot use is the client's to fix
+            results = self.client.search(
+                self.collection(spec),
+                data=[query],
+                anns_field="vector",
+                limit=limit,
+                offset=offset,
+                filter=filter,
+                output_fields=["url", "metadata"],
+                search_params=params,
+                consistency_level=self.search_consistency,
+            )
         hits = []
         for hit in results[0] if results else []:
             entity = hit.get("entity") or {}
@@ -267,14 +287,26 @@ class Store:
                 {"url": url, "vector": vector, "metadata": metadata}
                 for url, vector, metadata in zip(columns.urls, vectors, columns.metadata, strict=True)
             ]
-        rows = self.client.query(
-            self.collection(spec),
-            filter=expr.url_after(cursor),
-            output_fields=["url"],
-            limit=limit,
-            consistency_level="Strong",
-        )
-        return sorted(rows, key=lambda row: row["url"])
+        name, after = self.collection(spec), expr.url_after(cursor)
+        with _refusals_as_invalid():
+            if self.lite:
+                # Milvus Lite answers a query's `limit` with the first rows in storage order, not the
+                # smallest urls; its query iterator walks the primary key in order.
+                iterator = self.client.query_iterator(
+                    name, batch_size=min(limit, MAX_WINDOW), limit=limit, filter=after, output_fields=["url"]
+                )
+                try:
+                    rows = []
+                    while len(rows) < limit and (batch := iterator.next()):
+                        rows += batch
+                finally:
+                    iterator.close()
+            else:
+                # Milvus merges the segments' answers in primary key order: these are the smallest urls.
+                rows = self.client.query(
+                    name, filter=after, output_fields=["url"], limit=limit, consistency_level="Strong"
+                )
+        return sorted(rows, key=lambda row: row["url"])[:limit]
 
     def columns_after(self, spec: ModelSpec, cursor: str | None, limit: int) -> Columns:
         """Entries with url > cursor, ascending, at most `limit`, as columns.
@@ -283,21 +315,23 @@ class Store:
         their vectors, without a limit. One query with vectors and a limit has every segment read up
         to `limit` rows with their vectors before the limit applies across segments: at 100,000 rows
         that costs Milvus twice the CPU time of the two queries. Rows written between the two
-        queries can make the page longer than `limit`; it is cut back to `limit` below.
+        queries can make the page longer than `limit`; it is cut back to `limit` (the rows cut off
+        come after the page's last url, where the caller's next page starts).
         """
         page = self.page(spec, cursor, limit, with_data=False)
         if not page:
             return Columns.empty(spec)
         return self.columns_between(spec, cursor, page[-1]["url"], limit)
 
-    def columns_between(self, spec: ModelSpec, cursor: str | None, last: str, limit: int) -> Columns:
-        """Entries with cursor < url <= last, ascending, at most `limit`, as columns."""
-        result = self.client.query(
-            self.collection(spec),
-            filter=expr.url_range(cursor, last),
-            output_fields=["url", "vector", "metadata"],
-            consistency_level="Strong",
-        )
+    def columns_between(self, spec: ModelSpec, cursor: str | None, last: str, limit: int | None = None) -> Columns:
+        """Entries with cursor < url <= last, ascending, as columns: all of them, or the first `limit`."""
+        with _refusals_as_invalid():
+            result = self.client.query(
+                self.collection(spec),
+                filter=expr.url_range(cursor, last),
+                output_fields=["url", "vector", "metadata"],
+                consistency_level="Strong",
+            )
         if not result:
             return Columns.empty(spec)
         count = len(result)
@@ -314,12 +348,40 @@ class Store:
         metadata = [orjson.loads(raw) for raw in fields["metadata"].scalars.json_data.data]
         if len(metadata) != count:
             raise MilvusException(message=f"{count} urls but {len(metadata)} metadata in a query answer")
-        order = sorted(range(count), key=urls.__getitem__)[:limit]
+        order = sorted(range(count), key=urls.__getitem__)[:limit]  # [:None] keeps them all
         if order != list(range(count)):
             urls = [urls[i] for i in order]
             vectors = vectors[order]
             metadata = [metadata[i] for i in order]
         return Columns(urls=urls, vectors=vectors, metadata=metadata)
+
+
+def is_input_error(exc: MilvusException) -> bool:
+    """Whether Milvus refused the request itself (a bad expression or parameter), rather than
+    failing to answer it: a 422 for the client, where unavailability is a 503 to retry."""
+    return (
+        exc.is_input_error
+        or exc.code in INPUT_ERROR_CODES
+        or exc.compatible_code == common_pb2.IllegalArgument
+        or BAD_EXPRESSION in (exc.message or "")
+    )
+
+
+@contextlib.contextmanager
+def _refusals_as_invalid() -> Iterator[None]:
+    """Milvus's refusals of a read as Invalid (422); anything else propagates as it is."""
+    try:
+        yield
+    except MilvusException as exc:
+        if not is_input_error(exc):
+            raise
+        raise Invalid(f"the vector store refused the query: {exc.message}", type="bad_query") from None
+
+
+def _last_of_each(urls: list[str]) -> list[int] | None:
+    """Indices keeping the last entry of each repeated url, in order; None when no url repeats."""
+    last = {url: index for index, url in enumerate(urls)}
+    return None if len(last) == len(urls) else sorted(last.values())
 
 
 def _width(spec: ModelSpec) -> int:

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 
-from idios import models
+from idios import models, pages
 from idios.api.schemas import (
     MAX_PAGE,
     AddRequest,
@@ -387,6 +387,8 @@ async def urls(request: Request, model: str, body: PageRequest | None = None) ->
     response_model=list[DumpRow],
 )
 async def dump(request: Request, model: str, body: PageRequest | None = None) -> Response:
+    """At most `limit` rows, fewer where more would pass the broker's message size: continue with
+    the last url of each page as the next cursor until a page comes back empty."""
     page = body or PageRequest()
     rows = await _call(request, "dump", model, page.model_dump(), "light", bulk=True)
     # The worker answers the page already encoded (an orjson.Fragment, passed through as it is); an
@@ -416,36 +418,50 @@ async def dump_stream(
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows per store query.")] = 5000,
 ) -> StreamingResponse:
     """The whole collection in one response, one row per line, as `POST /dump` pages give them.
-    An error after the first rows cuts the response short (no final chunk): a client can tell a
-    broken dump from a complete one, and resume it with `after` set to the last url it received."""
-    # Each page's ends come from a `urls` job (urls only, cheap), its rows from a `dump` job for
-    # that range; DUMP_IN_FLIGHT range jobs run at once, so the store reads one page while the
-    # worker encodes another and the API sends a third.
+    Every row stored when the dump starts is in it, once, in url order, whatever is written
+    meanwhile (rows written during the dump may or may not be). An error after the first rows
+    cuts the response short (no final chunk): a client can tell a broken dump from a complete
+    one, and resume it with `after` set to the last url it received."""
+    # Each range's ends come from a `urls` job (urls only, cheap), its rows from a `dump` job for
+    # that range; DUMP_IN_FLIGHT range jobs run at once, so the store reads one range while the
+    # worker encodes another and the API sends a third. A range job answers every row of its
+    # range, rows written into it since included, as far as fits in one message: when it stops
+    # short, the rest of its range is the next job, before the ranges already under way.
+    size = page  # the urls per range; shrunk to what fitted in one answer when an answer stops short
+
+    def range_job(cursor: str | None, last: str) -> tuple[str, asyncio.Task[str]]:
+        args = {"cursor": cursor, "limit": size, "last": last}
+        return last, asyncio.ensure_future(_call(request, "dump", model, args, "light", bulk=True))
 
     async def next_range(cursor: str | None) -> tuple[str, asyncio.Task[str]] | None:
-        """The next page's last url and the job fetching its rows; None at the end."""
-        urls = await _call(request, "urls", model, {"cursor": cursor, "limit": page}, "light")
-        if not urls:
-            return None
-        args = {"cursor": cursor, "limit": page, "last": urls[-1]}
-        return urls[-1], asyncio.ensure_future(_call(request, "dump", model, args, "light", bulk=True))
+        """The next range's last url and the job fetching its rows; None at the end."""
+        urls = await _call(request, "urls", model, {"cursor": cursor, "limit": size}, "light")
+        return range_job(cursor, urls[-1]) if urls else None
 
     first = await next_range(after)  # errors here (unknown model, no worker) are ordinary HTTP errors
     if first is not None:
-        await first[1]  # and so are those of the first page's rows (awaiting it again gives the rows)
+        await first[1]  # and so are those of the first range's rows (awaiting it again gives the rows)
 
     async def lines() -> AsyncIterator[bytes]:
-        pending: deque[asyncio.Task[str]] = deque()
+        nonlocal size
+        pending: deque[tuple[str, asyncio.Task[str]]] = deque()
         upcoming = first
         try:
             while upcoming is not None or pending:
                 while upcoming is not None and len(pending) < DUMP_IN_FLIGHT:
-                    cursor, job = upcoming
-                    pending.append(job)
-                    upcoming = await next_range(cursor)
-                yield (await pending.popleft()).encode()
+                    pending.append(upcoming)
+                    upcoming = await next_range(upcoming[0])
+                last, job = pending.popleft()
+                text = await job
+                if not text:  # the range's rows were all removed meanwhile
+                    continue
+                yield text.encode()
+                end = pages.last_url(text)
+                if end != last:  # stopped short of its range: the rest comes next
+                    size = max(1, min(size, text.count("\n")))
+                    pending.appendleft(range_job(end, last))
         finally:
-            for job in pending:
+            for _, job in pending:
                 job.cancel()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from idios import expr
 from idios.errors import IdiosError
 from idios.limits import METADATA_MAX_BYTES, URL_MAX_CHARS
 from idios.netguard import validate_url
@@ -51,6 +52,18 @@ Cursor = Annotated[str | None, Field(max_length=URL_MAX_CHARS, description="Answ
 FilterValue = str | int | float | bool
 
 
+def _filter(value: dict[str, FilterValue] | None) -> dict[str, FilterValue] | None:
+    """Refused here as the store would refuse it (keys it cannot match, integers beyond int64)."""
+    try:
+        expr.metadata_filter(value)
+    except IdiosError as exc:
+        raise ValueError(exc.msg) from None
+    return value
+
+
+Filter = Annotated[dict[str, FilterValue] | None, AfterValidator(_filter)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -81,7 +94,7 @@ class SearchOptions(Strict):
     limit: int = Field(10, ge=1, le=MAX_LIMIT)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     min_similarity: float = Field(0.0, ge=0, le=100)
-    filter: dict[str, FilterValue] | None = Field(
+    filter: Filter = Field(
         None, description='Metadata equalities, e.g. {"tags": "letter"}.', examples=[{"tags": "letter"}]
     )
 
