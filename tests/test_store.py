@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pymilvus import DataType
 
 from idios import expr
+from idios.errors import Invalid
 from idios.models import spec
 from idios.store import SchemaMismatch, Store
 
@@ -234,7 +235,7 @@ def test_metadata_filter_on_the_server(store: Store) -> None:
         "single": {"s": "it's"},
         "plain": {"s": "x"},
         "victim": {"a": "y", "s": "x"},
-        "keyed": {'we"ird': "v", "back\\slash": 1, "it's": True},
+        "keyed": {"sp ace": "v", "[b]": 1, "it's": True, "é猫": 2},
         "int3": {"n": 3, "b": True, "f": 2.5},
         "int4": {"n": 4, "b": False, "f": 2.25},
         "neg": {"n": -7, "f": -0.5},
@@ -248,9 +249,19 @@ def test_metadata_filter_on_the_server(store: Store) -> None:
         assert matching({"s": metadata[url]["s"]}) == ({url, "victim"} if url == "plain" else {url}), url
     assert matching({"s": 'say "hi'}) == set()
     assert matching({"s": "C:\\dir"}) == set()
-    assert matching({'we"ird': "v"}) == {"keyed"}
-    assert matching({"back\\slash": 1}) == {"keyed"}
+    assert matching({"sp ace": "v"}) == {"keyed"}
+    assert matching({"[b]": 1}) == {"keyed"}
     assert matching({"it's": True}) == {"keyed"}
+    assert matching({"é猫": 2}) == {"keyed"}
+    # Keys Milvus versions read differently (escapes) or cannot parse ('][') are refused before any query.
+    for key in ('we"ird', "back\\slash", 'metadata["a"]["b', "a][b", "tab\there"):
+        with pytest.raises(Invalid) as caught:
+            expr.metadata_filter({key: 1})
+        assert caught.value.type == "bad_filter" and "keys may not hold" in caught.value.msg
+    for number in (2**63, -(2**63), 10**40):
+        with pytest.raises(Invalid, match="integers must lie between"):
+            expr.metadata_filter({"n": number})
+    assert matching({"n": 2**63 - 1}) == matching({"n": -(2**63 - 1)}) == set()
     assert matching({"n": 3}) == {"int3"}
     assert matching({"n": 4}) == {"int4"}
     assert matching({"n": -7}) == {"neg"}
@@ -268,11 +279,17 @@ def test_metadata_filter_on_the_server(store: Store) -> None:
     assert matching({"s": 'x" or metadata["a"] != "'}) == set()
     assert matching({"s": "x' or metadata['a'] != '"}) == set()
     assert matching({"s": 'x\\" or metadata["a"] != "'}) == set()
-    assert matching({'s"] == "x" or metadata["a': "y"}) == set()
+    with pytest.raises(Invalid):
+        matching({'s"] == "x" or metadata["a': "y"})
 
     # The filter also narrows a similarity search.
     hits = store.search(PHASH, bytes(8), limit=10, filter=expr.metadata_filter({"s": 'say "hi"'}))
     assert [hit.url for hit in hits] == ["quote"]
+    # An expression Milvus refuses is the client's error (422), not an unavailable store.
+    for bad in ('metadata["a][b"] == 1', 'metadata["n"] == 18446744073709551616', "url >>> 1"):
+        with pytest.raises(Invalid) as refused:
+            store.search(PHASH, bytes(8), limit=1, filter=bad)
+        assert refused.value.status == 422 and refused.value.type == "bad_query"
 
 
 # property: any text survives the literal round trip

@@ -9,7 +9,7 @@ import pytest
 
 from idios import expr
 from idios.models import spec
-from idios.store import Store
+from idios.store import Columns, Store
 
 
 @pytest.fixture
@@ -61,3 +61,32 @@ def test_reopening_a_lite_file_keeps_the_entries(tmp_path: Path) -> None:
     second.ensure_collection(vit)
     assert second.count(vit) == 1
     second.close()
+
+
+def test_milvus_lite_pages_urls_in_order_whatever_order_they_were_stored_in(lite: Store) -> None:
+    """Milvus Lite answers a query's limit with rows in storage order: paging by the last url of
+    such a page skipped every smaller url it had not answered (in /urls, /dump, dump.jsonl, Browse)."""
+    vit = spec("vit_b32")
+    lite.ensure_collection(vit)
+    urls = [f'http://h/{i * 7919 % 500:03d}"\\é' for i in range(500)]  # stored out of url order
+    vectors = np.random.default_rng(8).standard_normal((500, 512)).astype(np.float32)
+    for start in range(0, 500, 125):
+        lite.upsert_columns(
+            vit,
+            Columns(urls=urls[start : start + 125], vectors=vectors[start : start + 125], metadata=[{}] * 125),
+        )
+
+    seen, cursor = [], None
+    while page := lite.page(vit, cursor, 40, with_data=False):
+        assert len(page) <= 40
+        seen += [row["url"] for row in page]
+        cursor = page[-1]["url"]
+    assert seen == sorted(urls)
+
+    dumped, cursor = [], None
+    while (columns := lite.columns_after(vit, cursor, 60)).urls:
+        dumped += columns.urls
+        cursor = columns.urls[-1]
+    assert dumped == sorted(urls)
+    ordered = sorted(urls)
+    assert [row["url"] for row in lite.page(vit, ordered[249], 3, with_data=False)] == ordered[250:253]

@@ -288,24 +288,15 @@ class Store:
                 for url, vector, metadata in zip(columns.urls, vectors, columns.metadata, strict=True)
             ]
         name, after = self.collection(spec), expr.url_after(cursor)
+        # Milvus merges the segments' answers in primary key order: these are the smallest urls. Milvus
+        # Lite does so only for an iterator's query (else it answers the first rows in storage order);
+        # pymilvus's own query iterator cannot serve here, it writes its cursor into an expression
+        # unescaped.
+        options = {"iterator": "True"} if self.lite else {}
         with _refusals_as_invalid():
-            if self.lite:
-                # Milvus Lite answers a query's `limit` with the first rows in storage order, not the
-                # smallest urls; its query iterator walks the primary key in order.
-                iterator = self.client.query_iterator(
-                    name, batch_size=min(limit, MAX_WINDOW), limit=limit, filter=after, output_fields=["url"]
-                )
-                try:
-                    rows = []
-                    while len(rows) < limit and (batch := iterator.next()):
-                        rows += batch
-                finally:
-                    iterator.close()
-            else:
-                # Milvus merges the segments' answers in primary key order: these are the smallest urls.
-                rows = self.client.query(
-                    name, filter=after, output_fields=["url"], limit=limit, consistency_level="Strong"
-                )
+            rows = self.client.query(
+                name, filter=after, output_fields=["url"], limit=limit, consistency_level="Strong", **options
+            )
         return sorted(rows, key=lambda row: row["url"])[:limit]
 
     def columns_after(self, spec: ModelSpec, cursor: str | None, limit: int) -> Columns:
