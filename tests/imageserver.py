@@ -9,6 +9,13 @@ Usage::
         server.redirect("/old", "/cat.jpg")                     # 302, relative or absolute location
         server.redirect("/loop", "/loop")                       # a redirect loop
         server.slow("/drip.jpg", jpeg_bytes)                    # one byte per second
+        # hostile servers
+        server.bomb("/bomb.jpg", "br")                          # 1 GiB of zeros, brotli-compressed
+        server.lying_length("/short", body, declared=10)        # Content-Length shorter than the body
+        server.lying_length("/long", body, declared=10**6)      # longer: the body ends, the connection stays
+        server.truncated("/cut", body, declared=10**6)          # longer, and the connection closes
+        server.endless("/drip", b"x", delay=0.5)                # chunked, a chunk every 0.5 s, never ending
+        server.endless("/flood", b"x" * 65536)                  # chunked, as fast as it goes, never ending
         url = server.url("/cat.jpg")                            # http://127.0.0.2:<port>/cat.jpg
         ...
         server.requests                                         # paths requested so far, in order
@@ -23,11 +30,15 @@ full path with its query string first, then the path alone.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
 import threading
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 
 
 class _Server(ThreadingHTTPServer):
@@ -49,6 +60,86 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds between chunks of `chunk` bytes; 0 sends the body at once
     chunk: int = 1
+    endless: bytes = b""  # sent as one HTTP chunk after another, `delay` apart, until the client leaves
+    close: bool = False  # close the connection after the body, whatever Content-Length said
+
+
+BOMB_SEGMENT = 16 << 20
+
+
+@functools.cache
+def compression_bomb(encodings: str, size: int = 1 << 30) -> bytes:
+    """`size` zero bytes (a multiple of 16 MiB) compressed with `encodings`, a Content-Encoding value
+    listing them in the order applied ("gzip", "br", "gzip, br", ...). 1 GiB takes about a second.
+
+    gzip and deflate repeat one fully flushed (byte-aligned, history reset) deflate segment instead
+    of compressing every byte, which would take zlib several seconds per GiB.
+    """
+    assert size % BOMB_SEGMENT == 0
+    zeros = bytes(BOMB_SEGMENT)
+    count = size // BOMB_SEGMENT
+    first, _, others = encodings.partition(",")
+    data = _zeros_bomb(first.strip(), zeros, count)
+    return encode(others, data) if others.strip() else data
+
+
+def encode(encodings: str, data: bytes) -> bytes:
+    """`data` compressed with each of `encodings` (a Content-Encoding value) in turn."""
+    for encoding in (name.strip().lower() for name in encodings.split(",")):
+        if encoding not in ("", "identity"):
+            data = _compress(encoding, data)
+    return data
+
+
+def _zeros_bomb(encoding: str, zeros: bytes, count: int) -> bytes:
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        segment = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+        raw = segment * count + deflate.flush()
+        if encoding == "deflate":
+            adler = 1
+            for _ in range(count):
+                adler = zlib.adler32(zeros, adler)
+            return b"\x78\xda" + raw + adler.to_bytes(4, "big")
+        crc = 0
+        for _ in range(count):
+            crc = zlib.crc32(zeros, crc)
+        size = len(zeros) * count
+        header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+        return header + raw + crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little")
+    if encoding == "br":
+        import brotli
+
+        compressor = brotli.Compressor(quality=1)
+        return b"".join(compressor.process(zeros) for _ in range(count)) + compressor.finish()
+    if encoding == "zstd":
+        compressor = zstd_module().ZstdCompressor(level=3)
+        return b"".join(compressor.compress(zeros) for _ in range(count)) + compressor.flush()
+    raise ValueError(f"unknown encoding {encoding!r}")
+
+
+def zstd_module() -> Any:
+    """compression.zstd (Python 3.14) or its backport."""
+    try:
+        return importlib.import_module("compression.zstd")
+    except ImportError:
+        return importlib.import_module("backports.zstd")
+
+
+def _compress(encoding: str, data: bytes) -> bytes:
+    if encoding in ("gzip", "x-gzip"):
+        import gzip
+
+        return gzip.compress(data, compresslevel=6, mtime=0)
+    if encoding == "deflate":
+        return zlib.compress(data, 6)
+    if encoding == "br":
+        import brotli
+
+        return brotli.compress(data, quality=5)
+    if encoding == "zstd":
+        return zstd_module().compress(data)
+    raise ValueError(f"unknown encoding {encoding!r}")
 
 
 class ImageServer:
@@ -99,6 +190,41 @@ class ImageServer:
         self.routes[path] = Route(
             body=body, content_type=content_type, delay=delay, chunk=max(1, chunk), headers=dict(headers or {})
         )
+        return self.url(path)
+
+    # -- hostile servers
+
+    def bomb(self, path: str, encoding: str, size: int = 1 << 30, content_type: str = "image/jpeg") -> str:
+        """Serve `size` zero bytes compressed with `encoding` (see `compression_bomb`), with an honest
+        Content-Length for the compressed body. Returns the url."""
+        return self.add(path, compression_bomb(encoding, size), content_type, headers={"Content-Encoding": encoding})
+
+    def lying_length(self, path: str, body: bytes, declared: int, content_type: str = "image/jpeg") -> str:
+        """Serve `body` with `Content-Length: declared`. A shorter one leaves the rest of the body on the
+        connection; a longer one leaves the connection open after the body, as a stalled server would."""
+        self.routes[path] = Route(body=body, content_type=content_type, headers={"Content-Length": str(declared)})
+        return self.url(path)
+
+    def truncated(self, path: str, body: bytes, declared: int, content_type: str = "image/jpeg") -> str:
+        """Serve `body`, claiming `Content-Length: declared` (more), then close the connection."""
+        self.routes[path] = Route(
+            body=body, content_type=content_type, headers={"Content-Length": str(declared)}, close=True
+        )
+        return self.url(path)
+
+    def endless(
+        self,
+        path: str,
+        piece: bytes,
+        *,
+        delay: float = 0.0,
+        content_type: str = "image/jpeg",
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        """A chunked body that never ends: `piece` again and again, `delay` seconds apart (0: as fast as
+        the client reads), until the client hangs up. Returns the url."""
+        merged = {"Content-Length": "", "Transfer-Encoding": "chunked", **(headers or {})}
+        self.routes[path] = Route(content_type=content_type, headers=merged, endless=piece, delay=delay)
         return self.url(path)
 
     # -- addresses
@@ -165,7 +291,8 @@ class ImageServer:
                 headers = {"Content-Type": route.content_type, "Content-Length": str(len(route.body))}
                 headers.update(route.headers)
                 headers = {name: value for name, value in headers.items() if value != ""}
-                if not any(name.lower() == "content-length" for name in headers):
+                chunked = any(name.lower() == "transfer-encoding" for name in headers)
+                if route.close or not (chunked or any(name.lower() == "content-length" for name in headers)):
                     headers["Connection"] = "close"
                     self.close_connection = True
                 try:
@@ -174,6 +301,9 @@ class ImageServer:
                         self.send_header(name, value)
                     self.end_headers()
                     if not send_body:
+                        return
+                    if route.endless:
+                        self._send_endless(route)
                         return
                     if route.delay <= 0:
                         self.wfile.write(route.body)
@@ -186,6 +316,15 @@ class ImageServer:
                             break
                 except ConnectionError:
                     self.close_connection = True
+
+            def _send_endless(self, route: Route) -> None:
+                chunk = f"{len(route.endless):x}\r\n".encode() + route.endless + b"\r\n"
+                self.close_connection = True
+                while not server._stopping.is_set():
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                    if route.delay > 0 and server._stopping.wait(route.delay):
+                        break
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
