@@ -50,8 +50,8 @@ class _Decoder(Protocol):
         """The output left at the end of the body; raises if the stream is truncated."""
 
 
-def _corrupt(name: str) -> Invalid:
-    return Invalid(f"the image server sent a corrupt or truncated {name} body", type="download_failed")
+def _corrupt(name: str, extra: str = "") -> Invalid:
+    return Invalid(f"the image server sent a corrupt or truncated {name} body{extra}", type="download_failed")
 
 
 def _unsupported(name: str, why: str = "is not supported") -> Invalid:
@@ -90,17 +90,15 @@ class _ZlibDecoder:
                     self._ignore_rest = True  # trailing junk after the stream, as httpx ignores it
                     return
                 self._obj = self._new()
-            if not self._started and not self._gzip:
-                # "deflate" should be zlib-wrapped, but some servers send raw deflate (as httpx allows).
-                self._started = True
-                try:
-                    out = self._obj.decompress(data, DECODE_STEP)
-                except zlib.error:
-                    self._obj = self._new(raw=True)
-                    out = self._obj.decompress(data, DECODE_STEP)
-            else:
-                self._started = True
+            try:
                 out = self._obj.decompress(data, DECODE_STEP)
+            except zlib.error:
+                if self._started or self._gzip:
+                    raise
+                # "deflate" should be zlib-wrapped, but some servers send raw deflate (as httpx allows).
+                self._obj = self._new(raw=True)
+                out = self._obj.decompress(data, DECODE_STEP)
+            self._started = True
             if out:
                 yield out
             # Unread input waits in unconsumed_tail; a full step may leave output inside zlib too.
@@ -133,15 +131,16 @@ class _BrotliDecoder:
             return  # trailing junk after the stream is ignored
         try:
             out = self._obj.process(data, output_buffer_limit=DECODE_STEP)
-            # Output can remain after the decoder accepts input again: drain it until none comes.
-            while out or not self._obj.can_accept_more_data():
-                if not out and self._obj.is_finished():
-                    break
+            # Output can remain even once the decoder accepts input again: drain it until none comes.
+            while True:
                 if out:
                     yield out
-                if self._obj.is_finished():
-                    break
+                if self._obj.is_finished() or (not out and self._obj.can_accept_more_data()):
+                    return
+                stalled = not out
                 out = self._obj.process(b"", output_buffer_limit=DECODE_STEP)
+                if stalled and not out:
+                    raise _corrupt(self.name)  # neither output nor room for input: never loop on it
         except self._module.error:
             raise _corrupt(self.name) from None
 
@@ -180,7 +179,7 @@ class _ZstdDecoder:
                         yield out
                 data = self._obj.unused_data if self._obj.eof else b""
         except (self._module.ZstdError, EOFError):
-            raise _corrupt(self.name) from None
+            raise _corrupt(self.name, f" (or one needing over a {1 << ZSTD_WINDOW_LOG_MAX >> 20} MiB window)") from None
 
     def finish(self) -> Iterator[bytes]:
         if not (self._fed and self._obj.eof):
