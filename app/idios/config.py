@@ -152,7 +152,37 @@ class Settings(BaseSettings):
         description="Seconds to resolve an image url's host name; lookups run in their own small thread pool.",
     )
     min_image_side: int = Field(150, ge=1, description="Images with a shorter side are refused.")
-    max_image_pixels: int = Field(64_000_000, gt=0, description="Images declaring more pixels are refused.")
+    max_image_pixels: int = Field(
+        52_000_000,
+        gt=0,
+        description="Images declaring more pixels are refused (413). 52 Mpx accepts the full-resolution photos "
+        "of 48 and 50 Mpx phone sensors (8064x6048, 8192x6144 = 50.3 Mpx) and 45 Mpx cameras; the models "
+        "look at 224 px, so larger images (61 Mpx and medium-format cameras, 200 Mpx phone modes) only cost "
+        "decoding time and memory: resize them first.",
+    )
+    max_jpeg_scans: int = Field(
+        100,
+        gt=0,
+        description="JPEGs with more scans are refused (422) before decoding: every scan of a progressive JPEG "
+        "is a pass over the whole image, and real ones have about 10 (libjpeg-turbo's own limit for this "
+        "attack is 1000).",
+    )
+    decode_budget_bytes: int = Field(
+        1024 * 1024 * 1024,
+        gt=0,
+        description="Bytes of decoded images a worker holds at once, over all its decodes (each image's cost is "
+        "estimated from its header: width x height x bytes per pixel of its mode, plus decoder buffers and the "
+        "RGB result); further decodes wait their turn, and an image costing more than all of it is refused "
+        "(413). 1 GiB holds three of the largest images (a 52 Mpx RGBA PNG costs about 230 MiB, as WebP "
+        "about 430 MiB); JPEGs decode at reduced scale and cost little.",
+    )
+    decode_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds one image's decode may take (once started) before its request fails (504). The "
+        "decoding thread cannot be stopped: it runs on, and its share of IDIOS_DECODE_BUDGET_BYTES stays "
+        "held, until the decoder finishes.",
+    )
     decode_min_side: int = Field(
         224, ge=32, description="Large JPEGs are decoded at reduced scale while both sides stay above this."
     )

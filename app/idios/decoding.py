@@ -1,13 +1,28 @@
-"""Decoding of client-supplied image bytes.
+"""Decoding of client-supplied image bytes, within a memory budget.
 
 `decode_image` refuses oversized or malformed images before decoding them and returns an RGB
-image no larger than `max_image_side`.
+image no larger than `max_image_side`. It runs in two steps so that a caller can budget memory
+between them: `open_image` reads only the header (checks the declared size, counts a JPEG's scans,
+estimates the bytes the decode will hold) and `decode_opened` decodes. The conversion to RGB works
+in strips of rows, so whatever the mode (16-bit, 32-bit, float, alpha), a decode holds the image
+in its own mode once plus a small RGB result, never a full-size wide copy.
+
+`DecodeBudget` caps the decoded bytes in flight across a process; `idios.jobs` acquires each
+image's estimate from it before decoding.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import io
+import math
+import re
+import threading
 import warnings
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -23,6 +38,24 @@ ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
 # Pillow's limit stays as a backstop (raised to ours where needed), without its warning.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
+# Pixels converted at a time: an RGBA strip of this many pixels is 4 MiB, its float64 working
+# copy (32-bit and float modes) 8 MiB.
+STRIP_PIXELS = 1 << 20
+# What one strip's conversion holds at most (the strip, its wide copy, its RGB forms) and the
+# allocator's slack, added to each estimate; and the margin on the rest, from measured peaks.
+STRIP_BYTES = STRIP_PIXELS * 32
+ESTIMATE_MARGIN = 1.05
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class OpenedImage:
+    """An image whose header has been read and checked, not yet decoded."""
+
+    image: Image.Image
+    cost: int  # estimated bytes the decode holds at its peak
+
 
 def _allowed_formats() -> tuple[str, ...]:
     Image.init()
@@ -34,10 +67,28 @@ def decode_image(data: bytes, settings: Settings) -> Image.Image:
 
     CPU bound: run it in a thread. Raises only `IdiosError` subclasses for bad input.
     """
+    return decode_opened(open_image(data, settings), settings)
+
+
+def open_image(data: bytes, settings: Settings) -> OpenedImage:
+    """Read and check the header of `data` without decoding its pixels; estimate the decode's memory.
+
+    Refuses (413) an image declaring more than `max_image_pixels` or needing more than the whole
+    `decode_budget_bytes`, (422) one too small, not an image, or a JPEG with too many scans.
+    """
     if Image.MAX_IMAGE_PIXELS is not None and settings.max_image_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
     if not data:
         raise Invalid("the url did not return an image (empty body)", type="not_an_image")
+    scans = 0
+    if data[:3] == b"\xff\xd8\xff":
+        scans = jpeg_scans(data, settings.max_jpeg_scans)
+        if scans > settings.max_jpeg_scans:
+            raise Invalid(
+                f"the JPEG has more than {settings.max_jpeg_scans} scans (a real progressive JPEG has about 10); "
+                "each scan costs a pass over the whole image",
+                type="too_many_scans",
+            )
     try:
         img = Image.open(io.BytesIO(data), formats=_allowed_formats())
     except Image.DecompressionBombError:
@@ -56,16 +107,35 @@ def decode_image(data: bytes, settings: Settings) -> Image.Image:
             f"{settings.min_image_side} pixels",
             type="image_too_small",
         )
-
     try:
+        coefficients = 0
         if img.format in ("JPEG", "MPO"):
+            if scans > 1:  # progressive or multi-scan: libjpeg keeps every DCT coefficient, at full size
+                coefficients = _jpeg_coefficient_bytes(img)
             # Decode at 1/2, 1/4 or 1/8 scale while both sides stay at least decode_min_side: the
             # models look at 224 px, and a full-size decode of a large photo costs several times more.
             target = min(settings.decode_min_side, settings.max_image_side)
             img.draft("RGB", (target, target))
+    except Exception:
+        raise Invalid("the image is truncated or corrupt", type="image_truncated") from None
+    cost = coefficients + _decoded_bytes(img, settings)
+    if cost > settings.decode_budget_bytes:
+        raise TooLarge(
+            f"decoding this {width}x{height} {img.mode} image needs about {cost // MIB:,} MiB, more than the "
+            f"{settings.decode_budget_bytes // MIB:,} MiB this server decodes at once",
+            type="decode_too_large",
+        )
+    return OpenedImage(img, cost)
+
+
+def decode_opened(opened: OpenedImage, settings: Settings) -> Image.Image:
+    """Decode an image `open_image` accepted. CPU bound: run it in a thread."""
+    img = opened.image
+    width, height = img.size
+    try:
         img.seek(0)
         img.load()
-        rgb = _to_rgb(img)
+        rgb = _to_small_rgb(img, _reduce_factor(img.size, settings))
         if max(rgb.size) > settings.max_image_side:
             rgb.thumbnail((settings.max_image_side, settings.max_image_side), Image.Resampling.BICUBIC)
     except IdiosError:
@@ -89,8 +159,131 @@ def _too_many_pixels(size: tuple[int, int] | None, settings: Settings) -> TooLar
     )
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any mode to RGB; transparency is composited on white, high bit depths scaled to 8 bits."""
+# ---------------------------------------------------------------- JPEG scans
+
+# In entropy-coded data a 0xFF byte is followed by 0x00 (stuffing) or RST0-7; anything else after
+# one or more 0xFF bytes is the next marker.
+_NEXT_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+
+
+def jpeg_scans(data: bytes, limit: int) -> int:
+    """The number of scans (SOS markers) of the first image in JPEG `data`, counting no further than `limit` + 1.
+
+    Walks the marker segments by their lengths and skips each scan's entropy-coded data, so SOS bytes
+    inside metadata (an EXIF thumbnail) or image data are not counted. Stops at EOI or at anything
+    malformed (the decoder judges that).
+    """
+    pos, scans, size = 2, 0, len(data)
+    while pos + 4 <= size and scans <= limit:
+        if data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            scans += 1
+            found = _NEXT_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start(1) - 1
+    return scans
+
+
+def _jpeg_coefficient_bytes(img: Image.Image) -> int:
+    """Bytes of the DCT coefficient buffers libjpeg allocates for a multi-scan JPEG: 2 bytes per
+    coefficient, 64 per 8x8 block of each component at its sampling, whatever the draft scale."""
+    width, height = img.size
+    layers = getattr(img, "layer", None) or [(0, 1, 1, 0)] * len(img.getbands())
+    h_max = max(layer[1] for layer in layers) or 1
+    v_max = max(layer[2] for layer in layers) or 1
+    total = 0
+    for _, h, v, _ in layers:
+        blocks = math.ceil(width * h / h_max / 8) * math.ceil(height * v / v_max / 8)
+        total += blocks * 64 * 2
+    return total
+
+
+# ---------------------------------------------------------------- memory estimate
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Pillow's storage: one byte for 1, L and P, two for I;16*, four for every other mode (RGB included)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _reduce_factor(size: tuple[int, int], settings: Settings) -> int:
+    """The box reduction applied while converting: Pillow's `thumbnail` does the same (reducing_gap 2)
+    before its resampling filter."""
+    return max(1, int(max(size) / settings.max_image_side / 2))
+
+
+def _decoded_bytes(img: Image.Image, settings: Settings) -> int:
+    """Estimated peak bytes of decoding `img` (after any JPEG draft): the image in its own mode, the
+    decoder's own buffer where it has one, the reduced RGB result and one strip's working set."""
+    width, height = img.size
+    pixels = width * height
+    native = pixels * _bytes_per_pixel(img.mode)
+    if img.format in ("WEBP", "AVIF"):
+        # libwebp and libavif decode into buffers of their own (measured: 12 and 6 bytes a pixel more than
+        # the image at 8 bits; AVIF's can be 16-bit YUV), copied to Python bytes and then to the image.
+        buffer = pixels * 12
+    elif img.format == "TIFF":
+        buffer = native  # libtiff reads a strip or tile at a time, and one strip can be the whole image
+    else:
+        buffer = 0
+    factor = _reduce_factor(img.size, settings)
+    result = math.ceil(width / factor) * math.ceil(height / factor) * 4
+    return int((native + buffer + result) * ESTIMATE_MARGIN) + STRIP_BYTES
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def _to_small_rgb(img: Image.Image, factor: int) -> Image.Image:
+    """`img` in RGB, box-reduced by `factor`, converted a strip of rows at a time."""
+    if img.mode == "RGB" and "transparency" not in img.info:
+        return img if factor == 1 else img.reduce(factor)
+    width, height = img.size
+    top = _top_value(img)
+    rows = max(factor, STRIP_PIXELS // max(width, 1) // factor * factor)
+    out = Image.new("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
+    for y in range(0, height, rows):
+        strip = _to_rgb(img.crop((0, y, width, min(height, y + rows))), top)
+        out.paste(strip if factor == 1 else strip.reduce(factor), (0, y // factor))
+    return out
+
+
+def _top_value(img: Image.Image) -> float | None:
+    """The largest value of a 32-bit integer or float image (NaN ignored), read in strips; None for other modes."""
+    if not (img.mode == "F" or (img.mode.startswith("I") and not img.mode.startswith("I;16"))):
+        return None
+    width, height = img.size
+    rows = max(1, STRIP_PIXELS // max(width, 1))
+    top = math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN strip
+        for y in range(0, height, rows):
+            part = float(np.nanmax(np.asarray(img.crop((0, y, width, min(height, y + rows))))))
+            if not math.isnan(part):
+                top = part if math.isnan(top) else max(top, part)
+    return top
+
+
+def _to_rgb(img: Image.Image, top: float | None = None) -> Image.Image:
+    """Convert any mode to RGB; transparency is composited on white, high bit depths scaled to 8 bits.
+
+    `top` is the largest value of the whole image for 32-bit and float modes (`_top_value`), when `img`
+    is a strip of it.
+    """
     mode = img.mode
     if mode in ("1", "L", "RGB", "P") and "transparency" in img.info:
         img, mode = img.convert("RGBA"), "RGBA"
@@ -101,24 +294,144 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if mode == "RGB":
         return img
     if mode.startswith("I") or mode == "F":
-        return Image.fromarray(_to_uint8(np.asarray(img), sixteen_bit=mode.startswith("I;16"))).convert("RGB")
+        return Image.fromarray(_to_uint8(np.asarray(img), sixteen_bit=mode.startswith("I;16"), top=top)).convert("RGB")
     return img.convert("RGB")
 
 
-def _to_uint8(arr: np.ndarray, *, sixteen_bit: bool) -> np.ndarray:
-    """Scale a single-channel integer or float array to 0..255."""
-    is_float = arr.dtype.kind == "f"
-    arr = arr.astype(np.float64)
+def _to_uint8(arr: np.ndarray, *, sixteen_bit: bool, top: float | None = None) -> np.ndarray:
+    """Scale a single-channel integer or float array to 0..255 (`top`: the whole image's largest value,
+    when `arr` is a strip of it)."""
     if arr.size == 0:
         return arr.astype(np.uint8)
-    top = float(np.nanmax(arr))
     if sixteen_bit:
-        arr = arr / 257.0
-    elif is_float and top <= 1.0:
+        return (arr // 257).astype(np.uint8)  # 0..65535 to 0..255 in integers, as floor(v / 257)
+    is_float = arr.dtype.kind == "f"
+    arr = arr.astype(np.float64)
+    if top is None:
+        top = float(np.nanmax(arr))
+    if is_float and top <= 1.0:
         arr = arr * 255.0
     elif top > 255.0:
         arr = arr / (257.0 if top <= 65535.0 else top / 255.0)
     return np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
 
 
-__all__ = ["ALLOWED_FORMATS", "decode_image"]
+# ---------------------------------------------------------------- budget
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def return_freed_buffers() -> bool:
+    """Make large buffers (over 128 KiB: image blocks, strips) go back to the OS as soon as they are freed.
+
+    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), after which
+    Pillow's and numpy's image buffers come from per-thread heaps that keep freed memory and do not
+    share it between threads: six 160 MiB decodes in turns on four threads then grew the process by
+    480 MiB instead of 280. Fixing the threshold (`mallopt`, the same as MALLOC_MMAP_THRESHOLD_) stops
+    that; no Python library wraps it. A no-op (False) without glibc.
+    """
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).mallopt(_M_MMAP_THRESHOLD, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
+
+
+class _Waiter:
+    __slots__ = ("cost", "future", "granted", "loop")
+
+    def __init__(self, cost: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.cost = cost
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.granted = False
+
+
+class DecodeBudget:
+    """Bytes of decoded images a process holds at once.
+
+    `acquire` waits (in asyncio, holding no thread) until the cost fits; waiters are served in
+    arrival order, so a large image is not overtaken forever by small ones. `release` may be
+    called from any thread (a pool thread when its decode ends). Costs larger than the whole
+    budget wait for all of it (`open_image` refuses those first).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._used = 0
+        self._lock = threading.Lock()
+        self._waiters: deque[_Waiter] = deque()
+
+    @property
+    def in_use(self) -> int:
+        return self._used
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self, cost: int) -> None:
+        cost = min(cost, self.capacity)
+        with self._lock:
+            if not self._waiters and self._used + cost <= self.capacity:
+                self._used += cost
+                return
+            waiter = _Waiter(cost, asyncio.get_running_loop())
+            self._waiters.append(waiter)
+        try:
+            await waiter.future
+        except BaseException:
+            with self._lock:
+                granted = waiter.granted
+                if not granted and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    self._grant_locked()  # the next in line may fit now
+            if granted:
+                self.release(cost)
+            raise
+
+    def release(self, cost: int) -> None:
+        with self._lock:
+            self._used -= min(cost, self.capacity)
+            self._grant_locked()
+
+    def _grant_locked(self) -> None:
+        while self._waiters and self._used + self._waiters[0].cost <= self.capacity:
+            waiter = self._waiters.popleft()
+            try:
+                waiter.loop.call_soon_threadsafe(_wake, waiter.future)
+            except RuntimeError:  # its event loop has closed: nobody will use the grant
+                continue
+            waiter.granted = True
+            self._used += waiter.cost
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_budgets: dict[int, DecodeBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def process_budget(capacity: int) -> DecodeBudget:
+    """The process's decode budget of this size, shared by every job runner (and pool) in the process."""
+    with _budgets_lock:
+        if capacity not in _budgets:
+            _budgets[capacity] = DecodeBudget(capacity)
+        return _budgets[capacity]
+
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DecodeBudget",
+    "OpenedImage",
+    "decode_image",
+    "decode_opened",
+    "open_image",
+    "process_budget",
+    "return_freed_buffers",
+]

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pymilvus.exceptions import MilvusException
@@ -22,7 +23,7 @@ from pymilvus.exceptions import MilvusException
 from idios import expr, niceness, pages
 from idios.batching import MicroBatcher
 from idios.config import Settings
-from idios.decoding import decode_image
+from idios.decoding import decode_opened, open_image, process_budget, return_freed_buffers
 from idios.errors import Conflict, IdiosError, Invalid, NotFound, Timeout, TooLarge, Unavailable
 from idios.images import ImageFetcher
 from idios.models import REGISTRY, EmbeddingModel, ModelSpec, ModelUnavailable
@@ -33,6 +34,7 @@ from idios.wire import unpack_array
 log = logging.getLogger("idios.jobs")
 
 Envelope = dict[str, Any]
+T = TypeVar("T")
 
 
 def ok(value: Any = None) -> Envelope:
@@ -57,6 +59,9 @@ class JobRunner:
         self.expired = 0
         self._model_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="idios-model")
         self._interactive_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="idios-interactive")
+        # Shared by both pools' decodes, and by every runner in the process.
+        self._decode_budget = process_budget(settings.decode_budget_bytes)
+        return_freed_buffers()  # else the decodes' freed buffers stay in per-thread heaps, over the budget
         # Ingestion's decodes and forward passes run at bulk priority (`idios.niceness`).
         self._bulk_pool = ThreadPoolExecutor(
             max_workers=8, thread_name_prefix="idios-bulk", initializer=niceness.lower_this_thread
@@ -146,9 +151,52 @@ class JobRunner:
         return await self._decode(data, urgent=urgent)
 
     async def _decode(self, data: bytes, *, urgent: bool = False) -> Any:
+        """Decode in a pool thread once the image's estimated memory fits the process's decode budget.
+
+        The header is read first (in the pool too: a hostile one can take a while); the wait for the
+        budget is asyncio's, holding no thread.
+        """
         # Interactive requests decode in their own pool: never queued behind a bulk batch's images.
         pool = self._interactive_pool if urgent else self._bulk_pool
-        return await asyncio.get_running_loop().run_in_executor(pool, decode_image, data, self.settings)
+        opened = await self._in_decode_thread(pool, open_image, data, self.settings)
+        await self._decode_budget.acquire(opened.cost)
+        return await self._in_decode_thread(pool, decode_opened, opened, self.settings, held=opened.cost)
+
+    async def _in_decode_thread(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any, held: int = 0) -> T:
+        """`fn(*args)` in `pool`, failing with 504 when it runs longer than IDIOS_DECODE_TIMEOUT once started.
+
+        Python cannot stop a thread: on timeout (or cancellation) the call runs on to its end, and only
+        then gives back `held` bytes of the decode budget.
+        """
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[None] = loop.create_future()
+
+        def call() -> T:
+            with contextlib.suppress(RuntimeError):  # the event loop has closed
+                loop.call_soon_threadsafe(_set_done, started)
+            return fn(*args)
+
+        try:
+            job = pool.submit(call)
+        except BaseException:  # the pool has shut down
+            self._decode_budget.release(held)
+            raise
+        if held:
+            job.add_done_callback(lambda _: self._decode_budget.release(held))
+        result = asyncio.wrap_future(job)
+        result.add_done_callback(_retrieve)
+        try:
+            await asyncio.wait({started, result}, return_when=asyncio.FIRST_COMPLETED)
+            return await asyncio.wait_for(asyncio.shield(result), self.settings.decode_timeout)
+        except TimeoutError:
+            log.warning("a decode ran past %s s; its thread runs on", self.settings.decode_timeout)
+            raise Timeout(
+                f"decoding the image took longer than {self.settings.decode_timeout:g} s, the limit",
+                type="decode_timeout",
+            ) from None
+        except asyncio.CancelledError:
+            job.cancel()  # not started yet: it never will; running: it runs to its end
+            raise
 
     async def _embed(self, model: EmbeddingModel, images: list[Any], *, urgent: bool = False) -> list[Any]:
         # Calls waiting for the model lock sit in their own pools, so they never use up the
@@ -345,6 +393,17 @@ class JobRunner:
 
     async def op_remove(self, model: EmbeddingModel, url: str) -> None:
         await asyncio.to_thread(self.store.remove, model.spec, url)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an abandoned (timed-out) call's exception as seen, so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _base64(data: str, limit: int) -> bytes:

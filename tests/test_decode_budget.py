@@ -1,0 +1,309 @@
+"""Decoding within a memory budget: small files that declare large images in wide modes, many decodes
+at once, slow decodes, and progressive JPEGs with thousands of scans.
+
+Memory is measured as the growth of peak RSS (`ru_maxrss`) in a fresh subprocess per case: Pillow's
+and numpy's buffers are C allocations that tracemalloc does not see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from idios.config import Settings
+from idios.decoding import DecodeBudget, decode_image, jpeg_scans, open_image
+from idios.errors import Invalid, Timeout, TooLarge
+from idios.jobs import JobRunner
+
+MIB = 1024 * 1024
+# 51.8 Mpx: under the default max_image_pixels (52 Mpx).
+SIDE = 7200
+
+
+def make_settings(**overrides: object) -> Settings:
+    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def flat_png(side: int, color_type: int, bit_depth: int, pixel: bytes) -> bytes:
+    """A PNG of one colour, `side` x `side`, written row by row (the test process never holds the image)."""
+    packer = zlib.compressobj(6)
+    row = b"\x00" + pixel * side
+    stream = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
+
+
+# Colour type, bit depth, one pixel's bytes.
+PNGS = {
+    "I;16": (0, 16, b"\x75\x30"),
+    "RGBA": (6, 8, b"\xc8\x0a\x0a\x80"),
+    "LA": (4, 8, b"\x64\x80"),
+}
+
+# Peak RSS growth of one decode of a 7,200 x 7,200 flat image before decoding worked in strips
+# (measured at 7,900 x 7,900 and scaled by pixels: I;16 1,558 MiB, RGBA and LA 1,194, I and F
+# 1,677), and the bound it must stay under now (measured now: about 140, 245, 245, 260, 260).
+BOUNDS_MIB = {"I;16": 200, "RGBA": 320, "LA": 320, "I": 340, "F": 340}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """7,200 x 7,200 flat images of about 100 KB each, one per wide mode."""
+    folder = tmp_path_factory.mktemp("hostile")
+    files = {}
+    for mode, (color_type, depth, pixel) in PNGS.items():
+        files[mode] = folder / f"{mode.replace(';', '')}.png"
+        files[mode].write_bytes(flat_png(SIDE, color_type, depth, pixel))
+    # 32-bit integer and float TIFFs, written by Pillow in a subprocess of their own.
+    for mode, value in (("I", 70000), ("F", 0.5)):
+        files[mode] = folder / f"{mode}.tif"
+        script = (
+            f"from PIL import Image; Image.new({mode!r}, ({SIDE}, {SIDE}), {value!r})"
+            f".save({str(files[mode])!r}, compression='tiff_adobe_deflate')"
+        )
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    return files
+
+
+def _peak_growth(script: str, *args: str) -> dict:
+    """Run `script` in a fresh interpreter; it sets `result` (a dict); returns it with the peak RSS
+    growth (MiB) over what the process had after its imports."""
+    code = (
+        textwrap.dedent(
+            """
+        import asyncio, json, resource, sys
+        from idios.config import Settings
+        from idios.decoding import decode_image, open_image
+        from idios.jobs import JobRunner
+        def peak():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        before = peak()
+        """
+        )
+        + textwrap.dedent(script)
+        + "\nresult['growth_mib'] = peak() - before\nprint(json.dumps(result))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- one decode
+
+
+@pytest.mark.parametrize("mode", list(BOUNDS_MIB))
+def test_wide_mode_decode_memory(mode: str, hostile: dict[str, Path]) -> None:
+    """A ~100 KB file declaring 52 Mpx of 16-bit, alpha, 32-bit or float pixels decodes within a
+    bounded peak (no full-size float64 or RGBA copies), and within the cost the budget counts for it."""
+    data = hostile[mode].read_bytes()
+    assert len(data) < 600_000
+    assert Image.open(io.BytesIO(data)).mode == mode
+    result = _peak_growth(
+        """
+        data = open(sys.argv[1], "rb").read()
+        settings = Settings(_env_file=None)
+        opened = open_image(data, settings)
+        cost = opened.cost
+        del opened
+        img = decode_image(data, settings)
+        result = {"size": img.size, "mode": img.mode, "cost_mib": cost / 1048576}
+        """,
+        str(hostile[mode]),
+    )
+    assert result["size"] == [1000, 1000] and result["mode"] == "RGB"
+    assert result["growth_mib"] < BOUNDS_MIB[mode], result
+    assert result["growth_mib"] < result["cost_mib"], result
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F"])
+def test_wide_mode_values(mode: str) -> None:
+    """Strip-wise conversion keeps the scaling of 16-bit and float images to 8 bits."""
+    if mode == "I;16":
+        img = Image.fromarray(skdata.camera().astype("uint16") * 257)
+    else:
+        img = Image.fromarray(skdata.camera().astype("float32") / 255)
+    rgb = decode_image(_encode(img, "TIFF" if mode == "F" else "PNG"), make_settings())
+    got = list(rgb.convert("L").get_flattened_data())
+    want = list(Image.fromarray(skdata.camera()).get_flattened_data())
+    assert max(abs(a - b) for a, b in zip(got, want, strict=True)) <= 1
+
+
+def test_image_larger_than_the_whole_budget(hostile: dict[str, Path]) -> None:
+    with pytest.raises(TooLarge) as info:
+        decode_image(hostile["RGBA"].read_bytes(), make_settings(decode_budget_bytes=100 * MIB))
+    assert info.value.status == 413
+    assert info.value.type == "decode_too_large"
+    assert "7200x7200 RGBA" in info.value.msg and "100 MiB" in info.value.msg
+
+
+# ---------------------------------------------------------------- many at once
+
+
+CONCURRENT = """
+data = open(sys.argv[1], "rb").read()
+budget = int(sys.argv[2])
+settings = Settings(_env_file=None, decode_budget_bytes=budget, decode_timeout=120)
+runner = JobRunner(settings, None)
+cost = open_image(data, settings).cost
+
+async def main():
+    images = await asyncio.gather(*(runner._decode(data, urgent=i % 2 == 0) for i in range(8)))
+    return [img.size for img in images]
+
+result = {"sizes": asyncio.run(main()), "cost": cost}
+"""
+
+
+def test_concurrent_decodes_stay_within_the_budget(hostile: dict[str, Path]) -> None:
+    """Eight searches and adds of the hostile 16-bit PNG at once (interactive and bulk pools): with a
+    budget of 2.5 images' cost, two decode at a time and the process grows by less than the budget
+    (measured: 293 MiB for a 397 MiB budget; 578 MiB with no budget)."""
+    path = str(hostile["I;16"])
+    cost = open_image(hostile["I;16"].read_bytes(), make_settings()).cost
+    budget = int(cost * 2.5)
+    result = _peak_growth(CONCURRENT, path, str(budget))
+    assert result["sizes"] == [[1000, 1000]] * 8
+    assert result["growth_mib"] < budget / MIB, result
+
+
+# ---------------------------------------------------------------- waiting, time limit
+
+
+async def test_decodes_wait_for_the_budget_without_a_thread(hostile: dict[str, Path]) -> None:
+    data = hostile["I;16"].read_bytes()
+    cost = open_image(data, make_settings()).cost
+    settings = make_settings(decode_budget_bytes=cost + MIB, decode_timeout=120)
+    runner = JobRunner(settings, None)  # type: ignore[arg-type]
+    budget = runner._decode_budget
+    try:
+        first = asyncio.create_task(runner._decode(data, urgent=True))
+        second = asyncio.create_task(runner._decode(data, urgent=True))
+        while budget.waiting == 0 and not first.done():
+            await asyncio.sleep(0.01)
+        assert budget.waiting == 1 and budget.in_use == cost
+        # The waiting decode holds no thread of the interactive pool: a small image decodes meanwhile.
+        small = await runner._decode(_encode(Image.fromarray(skdata.astronaut()), "PNG"), urgent=True)
+        assert small.size == (512, 512)
+        assert (await first).size == (await second).size == (1000, 1000)
+        assert budget.in_use == 0 and budget.waiting == 0
+    finally:
+        await runner.aclose()
+
+
+async def test_decode_time_limit(hostile: dict[str, Path]) -> None:
+    """A decode running past decode_timeout answers 504 at once; its thread runs on, holding its
+    share of the budget until it ends."""
+    data = hostile["F"].read_bytes()
+    runner = JobRunner(make_settings(decode_timeout=0.05), None)  # type: ignore[arg-type]
+    budget = runner._decode_budget
+    try:
+        with pytest.raises(Timeout) as info:
+            await runner._decode(data, urgent=True)
+        assert info.value.status == 504 and info.value.type == "decode_timeout"
+        assert "0.05 s" in info.value.msg
+        assert budget.in_use > 0  # the thread is still decoding
+        deadline = time.monotonic() + 120
+        while budget.in_use and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert budget.in_use == 0
+    finally:
+        await runner.aclose()
+
+
+async def test_budget_order_and_cancellation() -> None:
+    budget = DecodeBudget(100)
+    await budget.acquire(60)
+    big = asyncio.create_task(budget.acquire(100))  # more than the whole budget: waits for all of it
+    await asyncio.sleep(0)
+    small = asyncio.create_task(budget.acquire(10))  # fits, but waits its turn behind the big one
+    await asyncio.sleep(0.01)
+    assert budget.waiting == 2 and not small.done()
+    big.cancel()
+    await asyncio.sleep(0.01)
+    assert small.done() and budget.in_use == 70 and budget.waiting == 0
+    # A waiter granted the budget and cancelled before it runs gives it back.
+    late = asyncio.create_task(budget.acquire(50))
+    await asyncio.sleep(0.01)
+    budget.release(60)
+    late.cancel()
+    await asyncio.sleep(0.01)
+    assert budget.in_use == 10
+
+
+# ---------------------------------------------------------------- progressive JPEG scans
+
+
+def _encode(img: Image.Image, fmt: str, **params: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+_NEXT_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+
+
+def many_scans(count: int) -> bytes:
+    """A progressive JPEG with `count` scans: Pillow's own (10), then copies of its smallest scan."""
+    data = _encode(Image.fromarray(skdata.astronaut()), "JPEG", progressive=True, quality=90)
+    pos, scans, head_end = 2, [], 0
+    while data[pos + 1] != 0xD9:
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if data[pos + 1] == 0xDA:
+            found = _NEXT_MARKER.search(data, end)
+            assert found is not None
+            end = found.start(1) - 1
+            scans.append(data[pos:end])
+        pos = head_end = end
+    assert len(scans) <= count
+    return data[:head_end] + min(scans, key=len) * (count - len(scans)) + b"\xff\xd9"
+
+
+def test_jpeg_scan_count() -> None:
+    assert jpeg_scans(many_scans(10), 1000) == 10
+    assert jpeg_scans(many_scans(2000), 1000) == 1001  # stops counting past the limit
+    baseline = _encode(Image.fromarray(skdata.astronaut()), "JPEG")
+    assert jpeg_scans(baseline, 1000) == 1
+    # SOS bytes inside a comment segment are not scans.
+    assert jpeg_scans(_encode(Image.fromarray(skdata.astronaut()), "JPEG", comment=b"\xff\xda" * 3000), 1000) == 1
+
+
+def test_jpeg_with_thousands_of_scans_is_refused() -> None:
+    data = many_scans(5000)
+    assert len(data) < make_settings().max_download_bytes
+    with pytest.raises(Invalid) as info:  # refused from its markers, before decoding
+        decode_image(data, make_settings())
+    assert info.value.status == 422 and info.value.type == "too_many_scans"
+    assert "more than 100 scans" in info.value.msg
+
+
+def test_jpeg_scan_limit_setting() -> None:
+    assert decode_image(many_scans(100), make_settings()).size == (256, 256)
+    with pytest.raises(Invalid):
+        decode_image(many_scans(101), make_settings())
+    assert decode_image(many_scans(101), make_settings(max_jpeg_scans=200)).size == (256, 256)
+
+
+def test_progressive_jpeg_cost_counts_its_coefficients() -> None:
+    """A progressive JPEG keeps its DCT coefficients at full size whatever the draft scale."""
+    img = Image.fromarray(skdata.astronaut()).resize((4000, 4000))
+    baseline = open_image(_encode(img, "JPEG"), make_settings()).cost
+    progressive = open_image(_encode(img, "JPEG", progressive=True), make_settings()).cost
+    # 4:2:0: 2 bytes a pixel for Y, a quarter of that for each of Cb and Cr.
+    assert progressive - baseline == pytest.approx(4000 * 4000 * 3, rel=0.01)
