@@ -4,7 +4,8 @@ Image urls come from clients, so a fetch must never reach the service's own
 network (loopback, private ranges, cloud metadata at 169.254.169.254, ...).
 `validate_url` refuses urls that are malformed or unsafe on their face;
 `AddressGuard` refuses hosts that resolve to a non-public address, and checks
-the address a connection actually reached (against DNS rebinding).
+the address a connection actually reached (against DNS rebinding). Names are
+resolved in a small thread pool of their own, within `dns_timeout` seconds.
 """
 
 from __future__ import annotations
