@@ -1,7 +1,8 @@
 """Safe download and decoding of client-supplied images.
 
 `ImageFetcher` downloads with a size cap, a wall-clock limit and its own
-redirect handling; every connection goes only to addresses `AddressGuard`
+redirect handling; a Content-Encoding is undone here, a bounded step at a time,
+so the cap holds for the decoded body; every connection goes only to addresses `AddressGuard`
 accepts (the checked address is the one connected to, and the peer actually
 reached is checked again). Decoding lives in `idios.decoding`.
 """
