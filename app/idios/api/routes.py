@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Body, Depends, File, Form, Query, Request, Response, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 
@@ -48,7 +49,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
         (404, "Unknown model"),
+        (400, "A Host the server does not answer for (IDIOS_ALLOWED_HOSTS)"),
         (413, "Body, download or image too large"),
+        (415, "A body without the route's Content-Type (application/json; the upload: multipart/form-data)"),
         (422, "Invalid input, or an image that cannot be fetched or decoded"),
         (503, "No worker can take the job, or the broker or store is down; retry after Retry-After seconds"),
         (504, "No worker answered in time"),
@@ -69,11 +72,21 @@ bearer = HTTPBearer(auto_error=False, description="An API key, when the server h
 
 
 def _require(scope: Scope) -> Any:
+    """The dependency that declares (for the OpenAPI security scheme and for the front door, which
+    checks keys before a body is read: idios.api.guard) and checks the key scope a route needs."""
+
     async def check(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]):
         presented = f"Bearer {credentials.credentials}" if credentials else request.headers.get("authorization")
         request.app.state.keys.check(presented, scope)
 
+    check.required_scope = scope  # type: ignore[attr-defined]
     return Depends(check)
+
+
+def required_scope(route: APIRoute) -> Scope | None:
+    """The key scope a route's dependencies require (write covers read); None for an open route."""
+    found = {getattr(dep.dependency, "required_scope", None) for dep in route.dependencies} - {None}
+    return "write" if "write" in found else "read" if found else None
 
 
 READ = [_require("read")]
@@ -115,9 +128,21 @@ async def _call(
     return await transport.call(make_job(op, model, args, timeout), lane)
 
 
-@router.get("/ping", summary="Liveness; with rpc=true, a round trip through a worker")
-async def ping(request: Request, rpc: bool = False) -> str:
+@router.get(
+    "/ping",
+    responses=AUTH_ERRORS,
+    summary="Liveness; with rpc=true, a round trip through a worker",
+    description="Plain `/ping` needs no key (health checks). With `rpc=true` it costs a worker's time, so it "
+    "needs a read key when the server has keys configured.",
+)
+async def ping(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    rpc: bool = False,
+) -> str:
     if rpc:
+        presented = f"Bearer {credentials.credentials}" if credentials else request.headers.get("authorization")
+        request.app.state.keys.check(presented, "read")
         return await _call(request, "ping", None, {}, "interactive")
     return "pong"
 
@@ -204,9 +229,10 @@ async def search_add(request: Request, model: str, body: AddRequest) -> Response
     dependencies=WRITE,
     responses=AUTH_ERRORS,
     summary="Add many images; stored urls are reported as found",
-    description="Each item is admitted on its own against IDIOS_MAX_QUEUED_JOBS: an item that finds the "
-    f"ingestion queue full is reported in `failed` with the error '{QUEUE_FULL_ITEM}' (send it again later). "
-    "The request's own items are sent a few at a time, never more than that limit.",
+    description="A request that finds the ingestion queue full (IDIOS_MAX_QUEUED_JOBS) is refused whole: 503 "
+    "with Retry-After. Past that, each item is admitted on its own: one that finds the queue full is reported "
+    f"in `failed` with the error '{QUEUE_FULL_ITEM} (...)'; send it again later. The request's own items are "
+    "sent a few at a time, never more than that limit at once.",
     openapi_extra=ADD_BULK_BODY,
 )
 async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body()]) -> BulkResult:
