@@ -38,13 +38,29 @@ class Broker:
     """A RabbitMQ node on 127.0.0.1:`port`; `restart` keeps the port and the data (durable queues and
     persistent messages survive it)."""
 
-    def __init__(self, base: Path, *, listen: str = "127.0.0.1", remote_guest: bool = False) -> None:
-        """`listen` 0.0.0.0 and `remote_guest` let hosts in test network namespaces connect as guest."""
+    def __init__(
+        self,
+        base: Path,
+        *,
+        listen: str = "127.0.0.1",
+        remote_guest: bool = False,
+        max_message_size: int | None = None,
+    ) -> None:
+        """`listen` 0.0.0.0 and `remote_guest` let hosts in test network namespaces connect as guest;
+        `max_message_size` (bytes) sets the broker's message limit, as the shipped broker config does
+        (16 MiB, RabbitMQ 4's default; this machine's RabbitMQ 3 would take 128 MiB)."""
         self.base = base
         self.base.mkdir(parents=True, exist_ok=True)
         self.node = f"idios-test-{uuid.uuid4().hex[:8]}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
+        config = []
+        if remote_guest:
+            config.append("loopback_users.guest = false")
+        if max_message_size is not None:
+            config.append(f"max_message_size = {max_message_size}")
+        if config:
+            (self.base / "rabbitmq.conf").write_text("\n".join(config) + "\n")
         plugins = self.base / "enabled_plugins"
         plugins.write_text("[].\n")  # no management plugin: no listener that could collide
         self.env = {
@@ -59,12 +75,10 @@ class Broker:
             "RABBITMQ_PID_FILE": str(self.base / "rabbitmq.pid"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
             # never read the machine's config
-            "RABBITMQ_CONFIG_FILE": str(self.base / ("rabbitmq.conf" if remote_guest else "absent")),
+            "RABBITMQ_CONFIG_FILE": str(self.base / ("rabbitmq.conf" if config else "absent")),
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base / "absent-advanced.config"),
             "RABBITMQ_CONF_ENV_FILE": str(self.base / "absent-env.conf"),
         }
-        if remote_guest:
-            (self.base / "rabbitmq.conf").write_text("loopback_users.guest = false\n")
         self.log_path = self.base / "rabbitmq.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0

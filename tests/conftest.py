@@ -160,24 +160,50 @@ def start_distributed(milvus: str, log_dir: Path, workers: int = 2, **extra: str
     env = stack_env(milvus, IDIOS_PORT=str(port), IDIOS_MILVUS_CONSISTENCY="Strong", **extra)
     api = Process("api", ["api"], env, log_dir)
     stack = Stack("distributed", f"http://127.0.0.1:{port}", env, [api], log_dir)
+    names = tuple(env["IDIOS_MODELS"].split(",")) if "IDIOS_MODELS" in env else ("vit_b32", "phash")
     try:
         for index in range(workers):
             stack.start_worker(f"worker{index + 1}")
-        wait_until(lambda: models_ready(stack.url), 240, "idios api and workers", stack.processes)
+        wait_until(lambda: models_ready(stack.url, names), 240, "idios api and workers", stack.processes)
     except BaseException:
         stack.stop()
         raise
     return stack
 
 
+# RabbitMQ 4's default message limit, which the shipped broker config sets too (docker/rabbitmq).
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def amqp_url(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[str]:
+    """The broker of the distributed stacks: a throwaway RabbitMQ node with the shipped 16 MiB message
+    limit (this machine's RabbitMQ 3 allows 128 MiB, and would hide messages RabbitMQ 4 refuses); the
+    machine's broker where rabbitmq-server cannot be started here."""
+    from broker import Broker, available
+
+    if not available():
+        yield AMQP_URL
+        return
+    node = Broker(tmp_path_factory.mktemp("rabbitmq-stacks"), max_message_size=MAX_MESSAGE_SIZE)
+    try:
+        node.start()
+        yield node.url
+    finally:
+        node.stop()
+        (artifacts / "rabbitmq-stacks.log").write_text(node.log())
+
+
 @pytest.fixture(scope="module", params=["embedded", "distributed"])
 def stack(request: pytest.FixtureRequest, milvus_uri: str, images: ImageServer, artifacts: Path) -> Iterator[Stack]:
-    """Idios in both modes: `idios serve`, and `idios api` with two `idios worker` processes."""
+    """Idios in both modes: `idios serve`, and `idios api` with two `idios worker` processes (on a
+    broker with the shipped message limit)."""
     log_dir = artifacts / f"{request.module.__name__}-{request.param}"
     log_dir.mkdir(exist_ok=True)
-    started = (
-        start_serve(milvus_uri, log_dir) if request.param == "embedded" else start_distributed(milvus_uri, log_dir)
-    )
+    if request.param == "embedded":
+        started = start_serve(milvus_uri, log_dir)
+    else:
+        started = start_distributed(milvus_uri, log_dir, IDIOS_AMQP_URL=request.getfixturevalue("amqp_url"))
     yield started
     started.stop()
     for process in started.processes:

@@ -20,10 +20,10 @@ VIT = "/models/vit_b32"
 
 
 @pytest.fixture(scope="module")
-def cluster(milvus_uri: str, images: ImageServer, artifacts: Path) -> Iterator[Stack]:
+def cluster(milvus_uri: str, amqp_url: str, images: ImageServer, artifacts: Path) -> Iterator[Stack]:
     log_dir = artifacts / "test_distributed"
     log_dir.mkdir(exist_ok=True)
-    started = start_distributed(milvus_uri, log_dir, workers=2)
+    started = start_distributed(milvus_uri, log_dir, workers=2, IDIOS_AMQP_URL=amqp_url)
     yield started
     started.stop()
 

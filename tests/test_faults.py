@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -18,10 +22,13 @@ from pathlib import Path
 
 import aio_pika
 import httpx
+import numpy as np
+import orjson
 import pytest
 from broker import Broker, available
+from PIL import Image
 
-from conftest import Stack, start_distributed
+from conftest import MAX_MESSAGE_SIZE, Stack, start_distributed
 from imageserver import ImageServer
 from photos import PHOTO_NAMES, resized
 from stack import all_urls, wait_until
@@ -47,7 +54,7 @@ class Call:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[Broker]:
-    node = Broker(tmp_path_factory.mktemp("rabbitmq"))
+    node = Broker(tmp_path_factory.mktemp("rabbitmq"), max_message_size=MAX_MESSAGE_SIZE)
     try:
         node.start()
         yield node
@@ -235,13 +242,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @pytest.mark.timeout(600)
-def test_many_concurrent_clients_mixing_every_endpoint(milvus_uri: str, images: ImageServer, artifacts: Path) -> None:
+def test_many_concurrent_clients_mixing_every_endpoint(
+    milvus_uri: str, amqp_url: str, images: ImageServer, artifacts: Path
+) -> None:
     log_dir = artifacts / "test_faults-load"
     log_dir.mkdir(exist_ok=True)
     stack = start_distributed(
         milvus_uri,
         log_dir,
         workers=2,
+        IDIOS_AMQP_URL=amqp_url,
         IDIOS_MAX_QUEUED_JOBS="100000",
         IDIOS_REQUEST_TIMEOUT=str(LOAD_TIMEOUT),
         IDIOS_BULK_TIMEOUT=str(LOAD_TIMEOUT),
@@ -367,3 +377,126 @@ async def _load(
 
         await asyncio.gather(*(one_client(i) for i in range(CLIENTS)))
     return results
+
+
+# 3. jobs and answers around the broker's 16 MiB message limit, beside 20 clients searching
+
+BIG_ROWS = 12_000
+SEARCHERS = 20
+
+
+def _rows(dim: int, start: int, count: int, rng: np.random.Generator) -> bytes:
+    """Restore rows with 4-decimal embeddings (short JSON numbers: more rows fit in a request body)."""
+    vectors = np.round(rng.standard_normal((count, dim)), 4)
+    rows = [{"url": f"http://127.0.0.2/big/{start + i}.jpg", "embedding": vectors[i]} for i in range(count)]
+    return orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _noise_png(side: int) -> bytes:
+    """An uncompressed PNG of side x side random pixels: about 3 * side**2 bytes, decodable."""
+    pixels = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG", compress_level=0)
+    return out.getvalue()
+
+
+def _too_large(response: httpx.Response) -> bool:
+    detail = response.json()["detail"][0]
+    return response.status_code == 413 and "limit" in detail["msg"]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    ("model", "dim", "chunk", "oversize"),
+    # rows per restore request that fit, and a count whose job passes 16 MiB (its body stays under 32 MiB);
+    # resnet50 (2048 dimensions) stands for the wide models: vit_l14's export takes 4 minutes on 2 cores
+    [("vit_b32", 512, 3000, 6500), ("resnet50", 2048, 1000, 1700)],
+)
+def test_messages_near_the_broker_limit_answer_clearly_beside_searches(
+    broker: Broker,
+    milvus_uri: str,
+    images: ImageServer,
+    artifacts: Path,
+    model: str,
+    dim: int,
+    chunk: int,
+    oversize: int,
+) -> None:
+    """On a broker refusing messages over 16 MiB (RabbitMQ 4's default): a restore job over the limit,
+    POST /dump of 10,000 rows, dump.jsonl and `idios dump` of 12,000 rows, and uploads either side of
+    the limit each answer 200 or a clear 413, never a broker error or a hang, while 20 clients keep
+    searching without one failure (before, a refused message closed the channel under all of them)."""
+    log_dir = artifacts / f"test_faults-big-{model}"
+    log_dir.mkdir(exist_ok=True)
+    path = f"/models/{model}"
+    stack = start_distributed(
+        milvus_uri, log_dir, workers=1, IDIOS_AMQP_URL=broker.url, IDIOS_MODELS=model, IDIOS_REQUEST_TIMEOUT="60"
+    )
+    stop = threading.Event()
+    searches: list[tuple[int | None, str]] = []
+    try:
+        rng = np.random.default_rng(dim)
+        with stack.client(timeout=300) as client:
+            for start in range(0, BIG_ROWS, chunk):
+                response = client.post(f"{path}/restore", content=_rows(dim, start, chunk, rng))
+                assert response.status_code == 204, response.text[:500]
+            assert client.get(f"{path}/count").json() == BIG_ROWS
+
+        def search(seed: int) -> None:
+            with httpx.Client(base_url=stack.url, timeout=90) as client:
+                for i in range(10_000):
+                    if stop.is_set():
+                        return
+                    url = f"http://127.0.0.2/big/{(seed * 7919 + i) % BIG_ROWS}.jpg"
+                    try:
+                        response = client.post(f"{path}/search", json={"url": url, "limit": 3})
+                        searches.append((response.status_code, response.text[:200]))
+                    except httpx.HTTPError as exc:
+                        searches.append((None, f"{type(exc).__name__}: {exc}"))
+
+        threads = [threading.Thread(target=search, args=(seed,)) for seed in range(SEARCHERS)]
+        for thread in threads:
+            thread.start()
+        with stack.client(timeout=300) as client:
+            # a restore whose job would pass the limit (its body is well under IDIOS_MAX_BODY_BYTES)
+            big = client.post(f"{path}/restore", content=_rows(dim, BIG_ROWS, oversize, rng))
+            assert _too_large(big), big.text[:500]
+            assert big.json()["detail"][0]["type"] == "job_too_large"
+            page = client.post(f"{path}/dump", json={"limit": 10_000})
+            assert page.status_code == 200 or _too_large(page), page.text[:500]
+            if page.status_code == 200:
+                assert 0 < len(page.json()) <= 10_000
+            with client.stream("GET", f"{path}/dump.jsonl") as streamed:
+                if streamed.status_code == 200:
+                    assert sum(1 for line in streamed.iter_lines() if line) == BIG_ROWS
+                else:
+                    streamed.read()
+                    assert _too_large(streamed), streamed.text[:500]
+            # uploads: 12 MB (16 MB as base64, just under the limit) is searched; 13.2 MB is refused
+            under = client.post(f"{path}/search/upload", files={"file": ("u.png", _noise_png(2000), "image/png")})
+            assert under.status_code == 200, under.text[:500]
+            over = client.post(f"{path}/search/upload", files={"file": ("o.png", _noise_png(2100), "image/png")})
+            assert _too_large(over), over.text[:500]
+        out = log_dir / "dump"
+        cli = subprocess.run(
+            [sys.executable, "-m", "idios", "dump", model, str(out), "--api", stack.url],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **stack.env},
+        )
+        if cli.returncode == 0:
+            assert sum(len(f.read_text().splitlines()) for f in out.glob("*.jsonl")) == BIG_ROWS
+        else:
+            assert "413" in cli.stderr and "limit" in cli.stderr, cli.stderr[-2000:]
+        stop.set()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        stop.set()
+        stack.stop()
+    failed = [answer for answer in searches if answer[0] != 200]
+    assert len(searches) >= SEARCHERS and not failed, f"{len(failed)} of {len(searches)} searches failed: {failed[:5]}"
+    assert "PRECONDITION_FAILED" not in broker.log()
+    for process in stack.processes:
+        assert "Traceback" not in process.log(), f"{process.name} logged a traceback:\n{process.log()[-4000:]}"
