@@ -59,18 +59,21 @@ def json_rows(spec: ModelSpec, columns: Columns, limit: int) -> bytes:
 def json_lines(spec: ModelSpec, columns: Columns, limit: int) -> str:
     """The rows as JSON Lines text (a streamed dump's range), as many from the first as fit in an
     answer of `limit` bytes, where the text is itself encoded as a JSON string, at least one."""
-    lines: list[bytes] = []
+    parts: list[bytes] = []  # four per line
     size = ENVELOPE + 2  # the string's quotes
-    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
-    for row in _rows(spec, columns):
-        line = orjson.dumps(row, option=option)
-        # As a JSON string each '"' and '\' gains a backslash and the newline becomes '\n'; orjson
-        # has already escaped every other character that JSON strings escape.
-        size += len(line) + line.count(b'"') + line.count(b"\\") + 1
-        if lines and size > limit:
+    for url, vector, metadata in zip(columns.urls, columns.vectors, columns.metadata, strict=True):
+        # The line orjson writes for {"url", "metadata", "embedding"}, written in parts: as a JSON
+        # string each '"' and '\' of it gains a backslash (and the newline becomes '\n'; orjson has
+        # escaped every other character JSON strings escape), and only the first part can hold any
+        # but the key's two quotes. Counting them in the whole line would read the embedding's
+        # floats again, a fifth of the encoding's time.
+        head = orjson.dumps({"url": url, "metadata": metadata})
+        embedding = orjson.dumps(spec.to_public(vector), option=orjson.OPT_SERIALIZE_NUMPY)
+        size += len(head) + len(embedding) + 14 + head.count(b'"') + head.count(b"\\") + 2 + 1
+        if parts and size > limit:
             break
-        lines.append(line)
-    return b"".join(lines).decode()
+        parts += (head[:-1], b',"embedding":', embedding, b"}\n")  # len(head) - 1 + 13 + len(embedding) + 2
+    return b"".join(parts).decode()
 
 
 def urls(values: list[str], limit: int) -> list[str]:
