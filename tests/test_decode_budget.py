@@ -8,6 +8,7 @@ and numpy's buffers are C allocations that tracemalloc does not see.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import re
@@ -27,6 +28,7 @@ from idios.config import Settings
 from idios.decoding import DecodeBudget, decode_image, jpeg_scans, open_image
 from idios.errors import Invalid, Timeout, TooLarge
 from idios.jobs import JobRunner
+from idios.models import REGISTRY
 
 MIB = 1024 * 1024
 # 51.8 Mpx: under the default max_image_pixels (52 Mpx).
@@ -57,9 +59,8 @@ PNGS = {
     "LA": (4, 8, b"\x64\x80"),
 }
 
-# Peak RSS growth of one decode of a 7,200 x 7,200 flat image before decoding worked in strips
-# (measured at 7,900 x 7,900 and scaled by pixels: I;16 1,558 MiB, RGBA and LA 1,194, I and F
-# 1,677), and the bound it must stay under now (measured now: about 140, 245, 245, 260, 260).
+# Peak RSS growth (MiB) of one decode of these 7,200 x 7,200 flat images before decoding worked in
+# strips: I;16 1,295, RGBA and LA 992, I and F 1,394; now 142, 246, 246, 266, 266. The bounds:
 BOUNDS_MIB = {"I;16": 200, "RGBA": 320, "LA": 320, "I": 340, "F": 340}
 
 
@@ -307,3 +308,52 @@ def test_progressive_jpeg_cost_counts_its_coefficients() -> None:
     progressive = open_image(_encode(img, "JPEG", progressive=True), make_settings()).cost
     # 4:2:0: 2 bytes a pixel for Y, a quarter of that for each of Cb and Cr.
     assert progressive - baseline == pytest.approx(4000 * 4000 * 3, rel=0.01)
+
+
+# ---------------------------------------------------------------- through a job
+
+
+def _phash_runner(settings: Settings) -> JobRunner:
+    """A runner with the phash model and no store (none of these jobs reaches it)."""
+    runner = JobRunner(settings, None)  # type: ignore[arg-type]
+    model = REGISTRY["phash"](settings)
+    model.load()
+    runner.models["phash"] = model
+    return runner
+
+
+def _compare_job(image: bytes, other: bytes) -> dict:
+    return {
+        "op": "compare",
+        "model": "phash",
+        "args": {"image": base64.b64encode(image).decode(), "other_image": base64.b64encode(other).decode()},
+        "deadline": time.time() + 120,
+    }
+
+
+async def test_uploads_answer_decode_refusals(hostile: dict[str, Path]) -> None:
+    """Comparing uploaded images: too many scans answers 422, an image over the whole budget 413, and the
+    runner goes on answering."""
+    small = _encode(Image.fromarray(skdata.astronaut()), "PNG")
+    runner = _phash_runner(make_settings(models=["phash"], decode_budget_bytes=200 * MIB))
+    try:
+        answer = await runner.run(_compare_job(many_scans(5000), small))
+        assert answer["error"]["status"] == 422 and answer["error"]["type"] == "too_many_scans"
+        answer = await runner.run(_compare_job(small, hostile["RGBA"].read_bytes()))
+        assert answer["error"]["status"] == 413 and answer["error"]["type"] == "decode_too_large"
+        answer = await runner.run(_compare_job(small, small))
+        assert answer["ok"] is True
+        assert runner._decode_budget.in_use == 0
+    finally:
+        await runner.aclose()
+
+
+async def test_upload_past_the_decode_time_limit(hostile: dict[str, Path]) -> None:
+    runner = _phash_runner(make_settings(models=["phash"], decode_timeout=0.05))
+    try:
+        started = time.monotonic()
+        answer = await runner.run(_compare_job(hostile["F"].read_bytes(), hostile["F"].read_bytes()))
+        assert answer["error"]["status"] == 504 and answer["error"]["type"] == "decode_timeout"
+        assert time.monotonic() - started < 2  # the F TIFF takes seconds to decode; the answer does not wait
+    finally:
+        await runner.aclose()

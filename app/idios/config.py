@@ -173,8 +173,9 @@ class Settings(BaseSettings):
         description="Bytes of decoded images a worker holds at once, over all its decodes (each image's cost is "
         "estimated from its header: width x height x bytes per pixel of its mode, plus decoder buffers and the "
         "RGB result); further decodes wait their turn, and an image costing more than all of it is refused "
-        "(413). 1 GiB holds three of the largest images (a 52 Mpx RGBA PNG costs about 230 MiB, as WebP "
-        "about 430 MiB); JPEGs decode at reduced scale and cost little.",
+        "(413). 1 GiB decodes three of the largest PNGs at once (52 Mpx: about 160 MiB in 16-bit grey, 260 MiB "
+        "in RGBA), two float TIFFs (470 MiB) or one WebP (890 MiB: libwebp's own buffers); a JPEG decodes at "
+        "reduced scale and costs little (a 52 Mpx one about 40 MiB, 190 MiB if progressive).",
     )
     decode_timeout: float = Field(
         10.0,
