@@ -57,6 +57,11 @@ test: test-deps $(VENV)/.dev ## set up the machine (test-deps), install the dev 
 	$(BIN)/ruff format --check app tests benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS ?=
+fuzz: $(VENV)/.dev ## fuzz each input parser FUZZ_SECONDS (120) s; new coverage goes into tests/fuzz/corpus/ (see tests/fuzz/fuzz.py)
+	$(BIN)/python tests/fuzz/fuzz.py campaign --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 BENCH_ARGS ?=
 bench: $(VENV)/.dev ## benchmark a local stack, write benchmarks/results/<date>-<host>.md (BENCH_ARGS=--quick: 5 min)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -1,0 +1,84 @@
+"""The fuzz targets of tests/fuzz/ in the test suite: the checked-in corpus replayed in-process, the inputs
+of known defects, and a short coverage-guided run (atheris) of every target in one process.
+
+`make fuzz` runs each target for minutes and adds what it finds to the corpus.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fuzz.targets import KNOWN_ESCAPES, TARGETS
+
+FUZZ = Path(__file__).resolve().parent / "fuzz"
+CORPUS = FUZZ / "corpus"
+DEFECTS = FUZZ / "defects"
+# Inputs (tests/fuzz/defects/<target>/<name>) that still break a target, with what they show. Once the
+# code is fixed the test below fails (strict xfail): move the input to tests/fuzz/corpus/<target>/ and
+# remove its line.
+KNOWN_DEFECTS = {
+    "url/idna-fast-path": "validate_url's fast path accepts http://xn--zz.com/a.jpg, whose host httpx cannot "
+    "decode (idna.IDNAError from httpx.URL(...).host), while the slow path refuses it",
+    "url/idna-slow-path": "validate_url('HTTP://xn--zz.com/a.jpg') raises idna.IDNAError instead of Invalid "
+    "(_checked_by_httpx reads parsed.host outside its try)",
+}
+
+
+def corpus_files(name: str) -> list[Path]:
+    return sorted(path for path in (CORPUS / name).iterdir() if path.is_file())
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_checked_in_corpus_replays_cleanly(name: str) -> None:
+    files = corpus_files(name)
+    assert files, f"tests/fuzz/corpus/{name} is empty"
+    failures = []
+    for path in files:
+        try:
+            TARGETS[name](path.read_bytes())
+        except Exception as exc:  # any escape is a defect, the assertion names the inputs
+            failures.append(f"{path.name}: {type(exc).__name__}: {exc}"[:300])
+    assert not failures, "\n".join(failures)
+
+
+def test_known_defects_are_listed() -> None:
+    found = {f"{path.parent.name}/{path.name}" for path in DEFECTS.glob("*/*")}
+    assert found == set(KNOWN_DEFECTS)
+    assert {name.split("/")[0] for name in KNOWN_DEFECTS} == set(KNOWN_ESCAPES), "tests/fuzz/targets.py KNOWN_ESCAPES"
+
+
+@pytest.mark.parametrize(
+    "defect",
+    [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=why)) for name, why in KNOWN_DEFECTS.items()],
+)
+def test_known_defect(defect: str) -> None:
+    name, _ = defect.split("/")
+    TARGETS[name]((DEFECTS / defect).read_bytes())
+
+
+def test_short_coverage_guided_run(tmp_path: Path) -> None:
+    """Every target from its corpus, a few thousand inputs in all, with a fixed seed (the same inputs on
+    every run); libFuzzer stops at the first input that escapes, hangs 10 s or takes the process over 1 GiB."""
+    pytest.importorskip("atheris")
+    seeds, found = tmp_path / "seeds", tmp_path / "found"
+    seeds.mkdir()
+    found.mkdir()
+    for index, name in enumerate(TARGETS):  # the `all` target's first byte picks the target
+        for path in corpus_files(name):
+            (seeds / f"{name}-{path.name}").write_bytes(bytes([index]) + path.read_bytes())
+    options = ["-seed=1", "-runs=3000", "-timeout=10", "-rss_limit_mb=1024", "-max_len=8192"]
+    result = subprocess.run(
+        [sys.executable, str(FUZZ / "fuzz.py"), "run", "all", *options, f"-artifact_prefix={tmp_path}/", found, seeds],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "IDIOS_FUZZ_PASS_KNOWN": "1"},
+    )
+    broke = [path.name for path in tmp_path.iterdir() if path.is_file()]
+    assert result.returncode == 0, f"{broke}\n" + "\n".join(result.stderr.splitlines()[-40:])
+    assert "DONE" in result.stderr
