@@ -17,18 +17,27 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from idios.api.app import create_app
 from idios.config import Settings
 from idios.decoding import DecodeBudget, decode_image, jpeg_scans, open_image
 from idios.errors import Invalid, Timeout, TooLarge
 from idios.jobs import JobRunner
 from idios.models import REGISTRY
+from idios.store import Store
+from idios.transport.local import LocalTransport
+
+from conftest import drop_prefixed
 
 MIB = 1024 * 1024
 # 51.8 Mpx: under the default max_image_pixels (52 Mpx).
@@ -90,7 +99,8 @@ def _peak_growth(script: str, *args: str) -> dict:
         textwrap.dedent(
             """
         import asyncio, json, resource, sys
-        from idios.config import Settings
+        from idios.api.app import create_app
+from idios.config import Settings
         from idios.decoding import decode_image, open_image
         from idios.jobs import JobRunner
         def peak():
@@ -357,3 +367,47 @@ async def test_upload_past_the_decode_time_limit(hostile: dict[str, Path]) -> No
         assert time.monotonic() - started < 2  # the F TIFF takes seconds to decode; the answer does not wait
     finally:
         await runner.aclose()
+
+
+# ---------------------------------------------------------------- through the API
+
+
+@asynccontextmanager
+async def _api(milvus_uri: str, **extra: object) -> AsyncIterator[httpx.AsyncClient]:
+    """`idios serve`'s API and job runner in this event loop (phash, on collections of their own)."""
+    settings = make_settings(models=["phash"], collection_prefix=f"t{uuid.uuid4().hex[:8]}_", **extra)
+    store = Store(milvus_uri, prefix=settings.collection_prefix, search_consistency="Strong")
+    transport = LocalTransport(JobRunner(settings, store))
+    app = create_app(settings, transport)
+    await transport.start()
+    await transport._loading
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", timeout=120
+        ) as client:
+            yield client
+    finally:
+        await transport.close()
+        drop_prefixed(store.client, settings.collection_prefix)
+        store.close()
+
+
+def _refused(response: httpx.Response, status: int, kind: str) -> str:
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert detail[0]["type"] == kind, detail
+    return detail[0]["msg"]
+
+
+async def test_search_upload_refusals(milvus_uri: str, hostile: dict[str, Path]) -> None:
+    upload = "/models/phash/search/upload"
+    async with _api(milvus_uri, decode_budget_bytes=200 * MIB) as client:
+        scans = {"file": ("q.jpg", many_scans(5000), "image/jpeg")}
+        assert "100 scans" in _refused(await client.post(upload, files=scans), 422, "too_many_scans")
+        rgba = {"file": ("q.png", hostile["RGBA"].read_bytes(), "image/png")}
+        assert "200 MiB" in _refused(await client.post(upload, files=rgba), 413, "decode_too_large")
+        small = {"file": ("q.png", _encode(Image.fromarray(skdata.astronaut()), "PNG"), "image/png")}
+        assert (await client.post(upload, files=small)).status_code == 200
+    async with _api(milvus_uri, decode_timeout=0.05) as client:
+        slow = {"file": ("q.tif", hostile["F"].read_bytes(), "image/tiff")}
+        assert "0.05 s" in _refused(await client.post(upload, files=slow), 504, "decode_timeout")
