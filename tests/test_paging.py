@@ -432,3 +432,22 @@ def test_expressions_milvus_refuses_are_422_and_an_absent_milvus_503(make_app, m
     job = {"op": "search", "model": "phash", "args": {"url": url}, "deadline": 2e9}
     answer = app.client.portal.call(app.transport.runner.run, job)
     assert answer["ok"] is False and answer["error"]["status"] == 503 and answer["error"]["type"] == "store_unavailable"
+
+
+def test_rows_milvus_refuses_are_422_not_a_503_to_retry(make_app, monkeypatch) -> None:
+    """Milvus 2.6 refuses a batch it finds invalid (ParameterInvalid, 1100); a 503 would have the
+    client send it again and again. A Milvus that does not answer is still a 503."""
+    app = make_app("phash")
+    rows = bits_rows([f"http://{IMAGE_HOST}/{uuid.uuid4().hex[:6]}/a.jpg"], seed=9)
+    connection = app.store.client._get_connection()
+    for code, message, status in ((1100, "invalid parameter[expected=unique]", 422), (2, "server unavailable", 503)):
+
+        def refuse(*args: Any, code: int = code, message: str = message, **kwargs: Any) -> Any:
+            raise MilvusException(code=code, message=message)
+
+        monkeypatch.setattr(connection, "upsert", refuse)
+        response = app.client.post("/models/phash/restore", content=orjson.dumps(rows), headers=JSON)
+        assert response.status_code == status, response.text
+        assert message in response.json()["detail"][0]["msg"]
+    monkeypatch.undo()
+    assert app.client.get("/models/phash/count").json() == 0

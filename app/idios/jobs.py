@@ -27,7 +27,7 @@ from idios.decoding import decode_opened, open_image, process_budget, return_fre
 from idios.errors import Conflict, IdiosError, Invalid, NotFound, Timeout, TooLarge, Unavailable
 from idios.images import ImageFetcher
 from idios.models import REGISTRY, EmbeddingModel, ModelSpec, ModelUnavailable
-from idios.store import Columns, SchemaMismatch, Store
+from idios.store import Columns, SchemaMismatch, Store, is_input_error
 from idios.transport import KeyedLocks
 from idios.wire import unpack_array
 
@@ -324,6 +324,10 @@ class JobRunner:
             self.store.upsert_columns(spec, columns)
         except ValueError as exc:  # columns of different lengths, or vectors of another width
             raise Invalid(f"the restore job does not fit model {spec.name}: {exc}", type="bad_job") from None
+        except MilvusException as exc:  # rows Milvus refuses are refused for good: a 503 would be retried
+            if not is_input_error(exc):
+                raise
+            raise Invalid(f"the vector store refused the rows: {exc.message}", type="store_refused") from None
 
     async def op_search(
         self,
