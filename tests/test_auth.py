@@ -27,7 +27,7 @@ def client(tmp_path) -> Iterator[TestClient]:
         queue_prefix="test-auth-nobody",
         request_timeout=3,
     )
-    with TestClient(create_app(settings, AmqpTransport(settings))) as test_client:
+    with TestClient(create_app(settings, AmqpTransport(settings)), base_url="http://127.0.0.1:4213") as test_client:
         yield test_client
 
 

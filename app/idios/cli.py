@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from idios.config import Settings, default_credential_problems
 
 
@@ -34,6 +36,7 @@ def serve(settings: Settings) -> None:
     from idios.store import Store
     from idios.transport.local import LocalTransport
 
+    _refuse_bad_front_door(settings)  # before Milvus starts
     heap.limit_arenas()  # before the job threads start allocating
     with milvus_uri(settings.milvus_uri, settings.data_dir) as uri:
         store = Store(
@@ -57,9 +60,23 @@ def _refuse_default_credentials(settings: Settings, *, milvus: bool) -> None:
         sys.exit("refusing to start: " + "; ".join(problems) + " (or IDIOS_ALLOW_DEFAULT_CREDENTIALS=true)")
 
 
+def _refuse_bad_front_door(settings: Settings) -> None:
+    """Exit with one line for API keys or allowed hosts that are set but unusable (a keys file with
+    no key must not start an open API)."""
+    from idios.api.guard import host_patterns
+    from idios.auth import ConfigError, KeyRing
+
+    try:
+        KeyRing.load(settings.api_keys, settings.api_keys_file)
+        host_patterns(settings)
+    except ConfigError as exc:
+        sys.exit(f"refusing to start: {exc}")
+
+
 def api(settings: Settings) -> None:
     """The stateless HTTP API; jobs go to workers through RabbitMQ."""
     _refuse_default_credentials(settings, milvus=False)
+    _refuse_bad_front_door(settings)
     from idios.api.app import create_app
     from idios.transport.amqp import AmqpTransport
 
@@ -117,7 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     doc.add_argument("--readme", type=Path, help="also refresh the settings table of this README")
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # one line per bad setting, not a traceback (values are not echoed)
+        names = ["IDIOS_" + "_".join(map(str, e["loc"])).upper() if e["loc"] else "settings" for e in exc.errors()]
+        problems = "; ".join(f"{name}: {e['msg']}" for name, e in zip(names, exc.errors(), strict=True))
+        sys.exit(f"invalid configuration: {problems}")
     _logging(settings)
     if args.command == "serve":
         serve(settings)

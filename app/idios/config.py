@@ -48,9 +48,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body (413 beyond).")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Host names (the HTTP Host header, without port) the API answers, comma separated; '*' "
-        "accepts any. Empty: the loopback names (localhost, 127.0.0.1, [::1]) when IDIOS_HOST is a loopback "
-        "address, else any host. Guards an instance on 127.0.0.1 against DNS rebinding.",
+        description="Host names (the HTTP Host header, without port) the API answers, comma separated; "
+        "'*.example.net' matches its subdomains, '*' accepts any. The loopback names (localhost, 127.0.0.1, "
+        "[::1]) are always answered (health checks). Empty: only those when IDIOS_HOST is a loopback address, "
+        "else any host. Other hosts get 400. Guards an instance on 127.0.0.1 against DNS rebinding; set it to "
+        "the names clients use wherever the API listens on other addresses.",
     )
     max_bulk_items: int = Field(1000, gt=0, description="Most items in one add_bulk request.")
     max_restore_rows: int = Field(10000, gt=0, description="Most rows in one restore request.")
@@ -220,7 +222,7 @@ class Settings(BaseSettings):
     def _some_key(cls, value: object) -> object:
         # Runs before _csv. Empty means unset (an open API); a value such as "," is a mistake, not "no key".
         if isinstance(value, str) and value.strip() and not _split_csv(value):
-            raise ValueError("IDIOS_API_KEYS is set but holds no key entry ('read:<sha256>' or 'write:<sha256>')")
+            raise ValueError("set, but holds no key entry ('read:<sha256>' or 'write:<sha256>')")
         return value
 
     @field_validator("api_keys_file", mode="before")

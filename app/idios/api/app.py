@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, error shapes and the request body limit."""
+"""The FastAPI application: routes, error shapes, and the front door (idios.api.guard) before them."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idios import __version__
+from idios.api.guard import BodyTooLarge, FrontDoor, host_patterns
 from idios.api.routes import router
 from idios.auth import KeyRing
 from idios.config import Settings
@@ -60,51 +60,6 @@ def _error(status: int, detail: list[dict[str, Any]], headers: dict[str, str] | 
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, counting what arrives, not what is announced."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        response = _error(413, [{"msg": f"request body is larger than {self.limit} bytes", "type": "body_too_large"}])
-        await response({"type": "http"}, _no_body, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _no_body() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
 def create_app(settings: Settings, transport: Transport) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,9 +94,8 @@ def create_app(settings: Settings, transport: Transport) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI answers 400 for a body it cannot read; give the cause and our error shape instead.
-        if isinstance(exc.__cause__, _BodyTooLarge):
-            limit = settings.max_body_bytes
-            return _error(413, [{"msg": f"request body is larger than {limit} bytes", "type": "body_too_large"}])
+        if isinstance(exc.__cause__, BodyTooLarge):
+            return _error(413, [{"msg": str(exc.__cause__), "type": "body_too_large"}])
         if exc.status_code == 400 and exc.__cause__ is not None:
             msg = "the body is not valid JSON (not UTF-8, or nested too deeply)"
             return _error(422, [{"msg": msg, "type": "json_invalid"}])
@@ -156,5 +110,8 @@ def create_app(settings: Settings, transport: Transport) -> FastAPI:
         ]
         return _error(422, detail)
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Host, API key, Content-Type and body size, checked before any route reads a body. The routes
+    # outside `router` (the page, /static, /docs) are open and take no body: the default door.
+    hosts = host_patterns(settings)  # a bad IDIOS_ALLOWED_HOSTS fails here, not at the first request
+    app.add_middleware(FrontDoor, routes=router.routes, settings=settings, keys=app.state.keys, hosts=hosts)
     return app
