@@ -181,7 +181,8 @@ def proxied(milvus_uri: str, artifacts: Path, tmp_path_factory: pytest.TempPathF
     rabbitmq, attu = Stub("rabbitmq"), Stub("attu")
     stack = traefik = None
     try:
-        stack = start_distributed(milvus_uri, log_dir, workers=1)
+        # Traefik passes the client's Host on; the API, on 127.0.0.1, answers only the names it is told.
+        stack = start_distributed(milvus_uri, log_dir, workers=1, IDIOS_ALLOWED_HOSTS=DOMAIN)
         traefik, ca_file = start_traefik(tmp, log_dir, stack.url, rabbitmq, attu)
         proxied = Proxied(traefik, stack, ca_file, rabbitmq, attu)
         wait_routed(proxied)
