@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
 
 from conftest import Stack, start_distributed
@@ -192,3 +196,83 @@ def test_sigterm_on_the_api_lets_requests_in_flight_finish(cluster: Stack, image
             httpx.get(f"{base}/ping", timeout=5)
     finally:
         api.stop()
+
+
+# worker operations: the health check's address and port, a worker started before Milvus
+
+
+def test_worker_health_check_listens_on_loopback_only(cluster: Stack) -> None:
+    """It has no key: by default (IDIOS_HEALTH_HOST) only the host itself, or its container, reaches it."""
+    worker = cluster.by_name("worker1")
+    port = int(worker.env["IDIOS_HEALTH_PORT"])
+    listening = [
+        c.laddr for c in psutil.Process(worker.proc.pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
+    ]
+    assert [address.ip for address in listening if address.port == port] == ["127.0.0.1"], listening
+
+
+def test_a_second_worker_with_a_taken_health_port_runs_without_one(cluster: Stack) -> None:
+    """Two workers on one host with the same IDIOS_HEALTH_PORT: the second says so in one line and serves."""
+    taken = cluster.by_name("worker1").env["IDIOS_HEALTH_PORT"]
+    second = Process("worker-same-port", ["worker"], {**cluster.env, "IDIOS_HEALTH_PORT": taken}, cluster.log_dir)
+    try:
+        wait_until(lambda: "worker ready" in second.log(), 120, "the second worker", [second])
+        log = second.log()
+        assert f"health check port 127.0.0.1:{taken} is unavailable" in log
+        assert "running without a health check" in log and "Traceback" not in log
+        assert second.alive()
+    finally:
+        second.stop()
+
+
+class Relay:
+    """A TCP relay from a port of its own to `target`, started when asked: Milvus "coming up" late."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._server: socket.socket | None = None
+
+    def start(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+def test_a_worker_started_before_milvus_waits_for_it(cluster: Stack, milvus_uri: str) -> None:
+    target = urlsplit(milvus_uri)
+    relay = Relay((target.hostname or "127.0.0.1", target.port or 19530))
+    env = {**cluster.env, "IDIOS_MILVUS_URI": f"http://127.0.0.1:{relay.port}", "IDIOS_HEALTH_PORT": "0"}
+    early = Process("worker-before-milvus", ["worker"], env, cluster.log_dir)
+    try:
+        wait_until(lambda: "cannot reach Milvus yet" in early.log(), 60, "the worker's wait for Milvus", [early])
+        time.sleep(3)
+        assert early.alive() and "worker ready" not in early.log()
+        relay.start()
+        wait_until(lambda: "worker ready" in early.log(), 120, "the worker once Milvus is up", [early])
+        assert "Traceback" not in early.log()
+    finally:
+        early.stop()
+        relay.stop()
