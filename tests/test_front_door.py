@@ -468,3 +468,20 @@ def test_30_mb_without_a_key_costs_the_server_no_memory(keyed_serve: Stack) -> N
         assert client.get("/ping").json() == "pong"
         print(f"RSS before {before / MIB:.1f} MiB, grown by {grown / MIB:.2f} MiB after three 30 MB bodies")
         assert grown < 4 * MIB, f"the server grew by {grown / MIB:.1f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("stack", "names"),
+    [("dev", ["localhost"]), ("minimal", ["idios.example.net"]), ("frontend", ["idios.example.net"])],
+)
+def test_compose_stacks_name_the_hosts_their_api_answers(
+    stack: str, names: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API listens on 0.0.0.0 in its container, where an empty list would accept any Host."""
+    from test_compose import container_env, settings_from
+
+    from idios.api.guard import host_patterns
+
+    settings = settings_from(container_env(stack, "api"), monkeypatch)
+    assert settings.host == "0.0.0.0"
+    assert host_patterns(settings) == ["localhost", "127.0.0.1", "[::1]", *names]
