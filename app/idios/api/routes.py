@@ -130,7 +130,7 @@ async def _call(
 
 @router.get(
     "/ping",
-    responses=AUTH_ERRORS,
+    responses={401: AUTH_ERRORS[401]},  # any key may read
     summary="Liveness; with rpc=true, a round trip through a worker",
     description="Plain `/ping` needs no key (health checks). With `rpc=true` it costs a worker's time, so it "
     "needs a read key when the server has keys configured.",
