@@ -13,6 +13,9 @@ the request line and headers alone, in this order:
 
 Starlette's TrustedHostMiddleware is not used for 1: it answers plain text rather than the API's
 error shape, redirects to www. names, and its list cannot depend on the address the API listens on.
+Nor Starlette's RequestBodyLimitMiddleware or FastAPI's `max_body_size` for 4: they refuse only once
+the app reads the body (after the key check we need first), answer without naming the limit, and
+FastAPI's per-route limits are fixed when the routes are declared, while these follow the settings.
 """
 
 from __future__ import annotations
