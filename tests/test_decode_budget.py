@@ -258,6 +258,23 @@ async def test_budget_order_and_cancellation() -> None:
     assert budget.in_use == 10
 
 
+async def test_interactive_decodes_go_ahead_of_ingestion() -> None:
+    budget = DecodeBudget(100)
+    await budget.acquire(90)
+    bulk = asyncio.create_task(budget.acquire(50))
+    await asyncio.sleep(0.01)
+    quick = asyncio.create_task(budget.acquire(5, urgent=True))  # fits: no interactive decode waits
+    search = asyncio.create_task(budget.acquire(50, urgent=True))
+    await asyncio.sleep(0.01)
+    assert quick.done() and not search.done() and not bulk.done()
+    budget.release(90)
+    await asyncio.sleep(0.01)
+    assert search.done() and not bulk.done() and budget.in_use == 55  # the search went first
+    budget.release(50)
+    await asyncio.sleep(0.01)
+    assert bulk.done() and budget.in_use == 55
+
+
 # ---------------------------------------------------------------- progressive JPEG scans
 
 

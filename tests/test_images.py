@@ -133,11 +133,19 @@ def test_png_declaring_huge_size(settings: Settings) -> None:
 
 
 def test_png_over_our_limit_but_under_pillows(settings: Settings) -> None:
-    # 81 M pixels: more than our 64 M limit, less than Pillow's own.
+    # 81 M pixels: more than our 52 M limit, less than Pillow's own.
     with pytest.raises(TooLarge) as info:
         decode_image(png_declaring(9000, 9000), settings)
     assert info.value.type == "too_many_pixels"
     assert "9000x9000" in info.value.msg
+
+
+@pytest.mark.parametrize(("size", "accepted"), [((8192, 6144), True), ((8064, 6048), True), ((9504, 6336), False)])
+def test_default_pixel_limit(size: tuple[int, int], accepted: bool, settings: Settings) -> None:
+    """50 and 48 Mpx phone photos pass the pixel check (this header has no pixels: then truncated); 61 Mpx do not."""
+    with pytest.raises(IdiosError) as info:
+        decode_image(png_declaring(*size), settings)
+    assert info.value.type == ("image_truncated" if accepted else "too_many_pixels")
 
 
 def test_pixel_limit_setting(jpeg_bytes: bytes) -> None:

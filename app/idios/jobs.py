@@ -159,7 +159,7 @@ class JobRunner:
         # Interactive requests decode in their own pool: never queued behind a bulk batch's images.
         pool = self._interactive_pool if urgent else self._bulk_pool
         opened = await self._in_decode_thread(pool, open_image, data, self.settings)
-        await self._decode_budget.acquire(opened.cost)
+        await self._decode_budget.acquire(opened.cost, urgent=urgent)
         return await self._in_decode_thread(pool, decode_opened, opened, self.settings, held=opened.cost)
 
     async def _in_decode_thread(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any, held: int = 0) -> T:
