@@ -5,6 +5,7 @@ guards of the broker transport."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ import pytest_asyncio
 
 from idios.api.app import create_app
 from idios.config import Settings
-from idios.errors import TooLarge
+from idios.errors import TooLarge, Unavailable
 from idios.jobs import JobRunner
 from idios.store import Store
 from idios.transport import make_job
@@ -195,5 +196,29 @@ async def test_a_job_over_the_message_limit_is_refused_before_it_is_sent() -> No
         assert refused.value.status == 413 and refused.value.type == "job_too_large"
         assert "more than the job broker's limit of 2097152 bytes" in refused.value.msg
         assert not transport._pending
+    finally:
+        await transport.close()
+
+
+async def test_requests_waiting_for_replies_fail_at_once_when_the_reply_channel_closes() -> None:
+    """The broker closes the channel replies come on: every waiting request answers 503 now, not at its
+    deadline, and the transport carries on with the reopened channel."""
+    settings = _settings(amqp_url=AMQP_URL, request_timeout=30)
+    transport = AmqpTransport(settings)
+    await transport.start()
+    try:
+        await asyncio.wait_for(transport._connected.wait(), 30)
+        # nobody consumes this prefix's queues: without the channel's close, each call waits 30 s
+        calls = [asyncio.create_task(transport.call(make_job("count", "phash", {}, 30), "light")) for _ in range(3)]
+        while len(transport._pending) < 3:
+            await asyncio.sleep(0.01)
+        channel = getattr(transport, "_reply_channel", None) or transport._channel  # one channel for all, before
+        underlay = await channel.get_underlay_channel()
+        with contextlib.suppress(Exception):  # a passive declare of a missing queue: the broker closes the channel
+            await underlay.queue_declare(f"{settings.queue_prefix}.missing", passive=True)
+        async with asyncio.timeout(5):
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(o, Unavailable) and o.type == "broker_unavailable" for o in outcomes), outcomes
+        assert "reply channel" in outcomes[0].msg
     finally:
         await transport.close()
