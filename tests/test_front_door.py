@@ -241,6 +241,21 @@ def test_upload_limit_leaves_room_for_base64(front: Front) -> None:
     # the job that passed carries the file base64 encoded: it fits the 2 MiB broker message
     assert len(front.transport.jobs[0]["args"]["image"]) < 2 * MIB - 64 * KIB
 
+    # without Content-Length, refused as soon as the body passes the limit
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        for _ in range(UPLOAD_LIMIT // (64 * KIB) + 1):
+            yield b"x" * 64 * KIB
+        yield b"\r\n--b--\r\n"
+
+    chunked = front.client.post(
+        f"{VIT}/search/upload", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    refused(chunked, 413, "body_too_large", f"{UPLOAD_LIMIT} bytes")
+    assert len(front.transport.jobs) == 1
+
 
 @pytest.mark.parametrize("front", [SMALL], indirect=True)
 def test_add_bulk_limit_names_what_to_do(front: Front) -> None:
@@ -390,15 +405,15 @@ def test_an_empty_keys_variable_is_unset_but_a_set_one_needs_a_key() -> None:
     assert Settings(_env_file=None, api_keys_file="").api_keys_file is None
 
 
-@pytest.mark.parametrize("command", ["serve", "api"])
 @pytest.mark.parametrize(
-    ("env", "problem"),
+    ("command", "env", "problem"),
     [
-        ({"IDIOS_API_KEYS_FILE": "{empty}"}, "holds no API key entry"),
-        ({"IDIOS_API_KEYS_FILE": "{missing}"}, "does not exist"),
-        ({"IDIOS_API_KEYS": ","}, "holds no key entry"),
-        ({"IDIOS_API_KEYS": "admin:0123"}, "IDIOS_API_KEYS, entry 1"),
-        ({"IDIOS_ALLOWED_HOSTS": "idios.example.net:443"}, "IDIOS_ALLOWED_HOSTS"),
+        ("serve", {"IDIOS_API_KEYS_FILE": "{empty}"}, "holds no API key entry"),
+        ("api", {"IDIOS_API_KEYS_FILE": "{empty}"}, "holds no API key entry"),
+        ("serve", {"IDIOS_API_KEYS_FILE": "{missing}"}, "does not exist"),
+        ("api", {"IDIOS_API_KEYS": ","}, "holds no key entry"),
+        ("serve", {"IDIOS_API_KEYS": "admin:0123"}, "IDIOS_API_KEYS, entry 1"),
+        ("api", {"IDIOS_ALLOWED_HOSTS": "idios.example.net:443"}, "IDIOS_ALLOWED_HOSTS"),
     ],
 )
 def test_bad_front_door_settings_stop_the_server(
