@@ -389,6 +389,7 @@ class JobRunner:
     def _dump_page(self, spec: ModelSpec, cursor: str | None, limit: int, last: str | None) -> orjson.Fragment | str:
         budget = pages.budget(self.settings.max_message_bytes)
         if last is None:
+            limit = min(limit, pages.rows_that_fit(spec, budget))  # read no rows that could not be sent
             return orjson.Fragment(pages.json_rows(spec, self.store.columns_after(spec, cursor, limit), budget))
         return pages.json_lines(spec, self.store.columns_between(spec, cursor, last), budget)
 

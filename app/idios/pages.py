@@ -37,6 +37,19 @@ def budget(max_message_bytes: int) -> int:
     return max_message_bytes - max(MIN_MARGIN, max_message_bytes // MARGIN_FRACTION)
 
 
+# A row's JSON besides its embedding, in the common case (a url and a little metadata), and each
+# embedding value: a float32 as orjson writes it with its comma (12.4 bytes on average for unit
+# vectors), or a bit.
+ROW_BYTES = 256
+VALUE_BYTES = {"float": 13, "binary": 2}
+
+
+def rows_that_fit(spec: ModelSpec, limit: int) -> int:
+    """About how many common rows fit in an answer of `limit` bytes: a page need not read more
+    from the store (rows with much metadata are cut by their size anyway)."""
+    return max(1, limit // (ROW_BYTES + spec.dim * VALUE_BYTES[spec.vector_kind]))
+
+
 def _rows(spec: ModelSpec, columns: Columns) -> Iterable[dict]:
     for url, vector, metadata in zip(columns.urls, columns.vectors, columns.metadata, strict=True):
         yield {"url": url, "metadata": metadata, "embedding": spec.to_public(vector)}
