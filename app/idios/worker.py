@@ -122,6 +122,9 @@ class Worker:
             log.warning(
                 "broker connection lost before a %s job was answered (%s); it will be redelivered", job_op(job), exc
             )
+            # Only the reply channel may have closed: hand the job back now rather than hold it unacked.
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
 
     # health check: a bare HTTP/1.0 answer; a web framework here would take over the worker's signals
 
