@@ -99,8 +99,7 @@ def _peak_growth(script: str, *args: str) -> dict:
         textwrap.dedent(
             """
         import asyncio, json, resource, sys
-        from idios.api.app import create_app
-from idios.config import Settings
+        from idios.config import Settings
         from idios.decoding import decode_image, open_image
         from idios.jobs import JobRunner
         def peak():
