@@ -167,7 +167,7 @@ class Settings(BaseSettings):
         gt=0,
         description="JPEGs with more scans are refused (422) before decoding: every scan of a progressive JPEG "
         "is a pass over the whole image (a 94 KB 16 Mpx JPEG of 1,000 tiny scans took 2.9 s of CPU), and real "
-        "ones have about 10. libjpeg-turbo's own limit for this attack, 1000, would allow 10 s for 52 Mpx.",
+        "ones have about 10; a limit of 1,000 would still allow some 10 s of CPU for a 52 Mpx image.",
     )
     decode_budget_bytes: int = Field(
         1024 * 1024 * 1024,
