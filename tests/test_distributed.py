@@ -276,3 +276,21 @@ def test_a_worker_started_before_milvus_waits_for_it(cluster: Stack, milvus_uri:
     finally:
         early.stop()
         relay.stop()
+
+
+def test_concurrent_search_adds_of_one_url_through_two_workers_add_it_once(cluster: Stack, images: ImageServer) -> None:
+    url = images.url(f"/{PHOTO_NAMES[0]}.jpg?search-add-once")
+    statuses: list[int] = []
+
+    def search_add(i: int) -> None:
+        with cluster.client() as client:
+            statuses.append(client.post(f"{VIT}/search_add", json={"url": url, "metadata": {"i": i}}).status_code)
+
+    threads = [threading.Thread(target=search_add, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(statuses) == [204] + [409] * 7, statuses
+    with cluster.client() as client:
+        assert url in all_urls(client, VIT)
