@@ -453,7 +453,8 @@ async def dump_stream(
     # worker encodes another and the API sends a third. A range job answers every row of its
     # range, rows written into it since included, as far as fits in one message: when it stops
     # short, the rest of its range is the next job, before the ranges already under way.
-    size = page  # the urls per range; shrunk to what fitted in one answer when an answer stops short
+    # The urls per range: no more than an answer can carry, and fewer once an answer stops short.
+    size = min(page, pages.rows_that_fit(models.spec(model), pages.budget(_settings(request).max_message_bytes)))
 
     def range_job(cursor: str | None, last: str) -> tuple[str, asyncio.Task[str]]:
         args = {"cursor": cursor, "limit": size, "last": last}
