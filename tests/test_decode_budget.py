@@ -11,14 +11,11 @@ import asyncio
 import base64
 import io
 import json
-import re
-import struct
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
-import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,6 +35,7 @@ from idios.store import Store
 from idios.transport.local import LocalTransport
 
 from conftest import drop_prefixed
+from hostile_files import encode, flat_png, many_scans
 
 MIB = 1024 * 1024
 # 51.8 Mpx: under the default max_image_pixels (52 Mpx).
@@ -46,19 +44,6 @@ SIDE = 7200
 
 def make_settings(**overrides: object) -> Settings:
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
-
-
-def _chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def flat_png(side: int, color_type: int, bit_depth: int, pixel: bytes) -> bytes:
-    """A PNG of one colour, `side` x `side`, written row by row (the test process never holds the image)."""
-    packer = zlib.compressobj(6)
-    row = b"\x00" + pixel * side
-    stream = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
 
 
 # Colour type, bit depth, one pixel's bytes.
@@ -149,7 +134,7 @@ def test_wide_mode_values(mode: str) -> None:
         img = Image.fromarray(skdata.camera().astype("uint16") * 257)
     else:
         img = Image.fromarray(skdata.camera().astype("float32") / 255)
-    rgb = decode_image(_encode(img, "TIFF" if mode == "F" else "PNG"), make_settings())
+    rgb = decode_image(encode(img, "TIFF" if mode == "F" else "PNG"), make_settings())
     got = list(rgb.convert("L").get_flattened_data())
     want = list(Image.fromarray(skdata.camera()).get_flattened_data())
     assert max(abs(a - b) for a, b in zip(got, want, strict=True)) <= 1
@@ -209,7 +194,7 @@ async def test_decodes_wait_for_the_budget_without_a_thread(hostile: dict[str, P
             await asyncio.sleep(0.01)
         assert budget.waiting == 1 and budget.in_use == cost
         # The waiting decode holds no thread of the interactive pool: a small image decodes meanwhile.
-        small = await runner._decode(_encode(Image.fromarray(skdata.astronaut()), "PNG"), urgent=True)
+        small = await runner._decode(encode(Image.fromarray(skdata.astronaut()), "PNG"), urgent=True)
         assert small.size == (512, 512)
         assert (await first).size == (await second).size == (1000, 1000)
         assert budget.in_use == 0 and budget.waiting == 0
@@ -277,38 +262,13 @@ async def test_interactive_decodes_go_ahead_of_ingestion() -> None:
 # ---------------------------------------------------------------- progressive JPEG scans
 
 
-def _encode(img: Image.Image, fmt: str, **params: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **params)
-    return buf.getvalue()
-
-
-_NEXT_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
-
-
-def many_scans(count: int) -> bytes:
-    """A progressive JPEG with `count` scans: Pillow's own (10), then copies of its smallest scan."""
-    data = _encode(Image.fromarray(skdata.astronaut()), "JPEG", progressive=True, quality=90)
-    pos, scans, head_end = 2, [], 0
-    while data[pos + 1] != 0xD9:
-        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if data[pos + 1] == 0xDA:
-            found = _NEXT_MARKER.search(data, end)
-            assert found is not None
-            end = found.start(1) - 1
-            scans.append(data[pos:end])
-        pos = head_end = end
-    assert len(scans) <= count
-    return data[:head_end] + min(scans, key=len) * (count - len(scans)) + b"\xff\xd9"
-
-
 def test_jpeg_scan_count() -> None:
     assert jpeg_scans(many_scans(10), 1000) == 10
     assert jpeg_scans(many_scans(2000), 1000) == 1001  # stops counting past the limit
-    baseline = _encode(Image.fromarray(skdata.astronaut()), "JPEG")
+    baseline = encode(Image.fromarray(skdata.astronaut()), "JPEG")
     assert jpeg_scans(baseline, 1000) == 1
     # SOS bytes inside a comment segment are not scans.
-    assert jpeg_scans(_encode(Image.fromarray(skdata.astronaut()), "JPEG", comment=b"\xff\xda" * 3000), 1000) == 1
+    assert jpeg_scans(encode(Image.fromarray(skdata.astronaut()), "JPEG", comment=b"\xff\xda" * 3000), 1000) == 1
 
 
 def test_jpeg_with_thousands_of_scans_is_refused() -> None:
@@ -330,8 +290,8 @@ def test_jpeg_scan_limit_setting() -> None:
 def test_progressive_jpeg_cost_counts_its_coefficients() -> None:
     """A progressive JPEG keeps its DCT coefficients at full size whatever the draft scale."""
     img = Image.fromarray(skdata.astronaut()).resize((4000, 4000))
-    baseline = open_image(_encode(img, "JPEG"), make_settings()).cost
-    progressive = open_image(_encode(img, "JPEG", progressive=True), make_settings()).cost
+    baseline = open_image(encode(img, "JPEG"), make_settings()).cost
+    progressive = open_image(encode(img, "JPEG", progressive=True), make_settings()).cost
     # 4:2:0: 2 bytes a pixel for Y, a quarter of that for each of Cb and Cr.
     assert progressive - baseline == pytest.approx(4000 * 4000 * 3, rel=0.01)
 
@@ -360,7 +320,7 @@ def _compare_job(image: bytes, other: bytes) -> dict:
 async def test_uploads_answer_decode_refusals(hostile: dict[str, Path]) -> None:
     """Comparing uploaded images: too many scans answers 422, an image over the whole budget 413, and the
     runner goes on answering."""
-    small = _encode(Image.fromarray(skdata.astronaut()), "PNG")
+    small = encode(Image.fromarray(skdata.astronaut()), "PNG")
     runner = _phash_runner(make_settings(models=["phash"], decode_budget_bytes=200 * MIB))
     try:
         answer = await runner.run(_compare_job(many_scans(5000), small))
@@ -422,7 +382,7 @@ async def test_search_upload_refusals(milvus_uri: str, hostile: dict[str, Path])
         assert "100 scans" in _refused(await client.post(upload, files=scans), 422, "too_many_scans")
         rgba = {"file": ("q.png", hostile["RGBA"].read_bytes(), "image/png")}
         assert "200 MiB" in _refused(await client.post(upload, files=rgba), 413, "decode_too_large")
-        small = {"file": ("q.png", _encode(Image.fromarray(skdata.astronaut()), "PNG"), "image/png")}
+        small = {"file": ("q.png", encode(Image.fromarray(skdata.astronaut()), "PNG"), "image/png")}
         assert (await client.post(upload, files=small)).status_code == 200
     async with _api(milvus_uri, decode_timeout=0.05) as client:
         slow = {"file": ("q.tif", hostile["F"].read_bytes(), "image/tiff")}
