@@ -201,9 +201,17 @@ def test_sigterm_on_the_api_lets_requests_in_flight_finish(cluster: Stack, image
 # worker operations: the health check's address and port, a worker started before Milvus
 
 
+def _live_worker(cluster: Stack) -> Process:
+    """A worker of the cluster still running (earlier tests kill some), once its health check answers."""
+    worker = next(p for p in cluster.processes if p.name.startswith("worker") and p.alive())
+    health = f"http://127.0.0.1:{worker.env['IDIOS_HEALTH_PORT']}/health"
+    wait_until(lambda: httpx.get(health, timeout=5).status_code == 200, 120, "the health check", [worker])
+    return worker
+
+
 def test_worker_health_check_listens_on_loopback_only(cluster: Stack) -> None:
     """It has no key: by default (IDIOS_HEALTH_HOST) only the host itself, or its container, reaches it."""
-    worker = cluster.by_name("worker1")
+    worker = _live_worker(cluster)
     port = int(worker.env["IDIOS_HEALTH_PORT"])
     listening = [
         c.laddr for c in psutil.Process(worker.proc.pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
@@ -213,7 +221,7 @@ def test_worker_health_check_listens_on_loopback_only(cluster: Stack) -> None:
 
 def test_a_second_worker_with_a_taken_health_port_runs_without_one(cluster: Stack) -> None:
     """Two workers on one host with the same IDIOS_HEALTH_PORT: the second says so in one line and serves."""
-    taken = cluster.by_name("worker1").env["IDIOS_HEALTH_PORT"]
+    taken = _live_worker(cluster).env["IDIOS_HEALTH_PORT"]
     second = Process("worker-same-port", ["worker"], {**cluster.env, "IDIOS_HEALTH_PORT": taken}, cluster.log_dir)
     try:
         wait_until(lambda: "worker ready" in second.log(), 120, "the second worker", [second])
