@@ -50,7 +50,7 @@ HNSW_PARAMS = {"M": 16, "efConstruction": 200}
 
 # Milvus's codes for a request it refuses as malformed (merr's ParameterInvalid, ParameterMissing,
 # ParameterTooLarge, Milvus 2.4 on). Milvus 2.3 answers a bad expression with code 65535 (unexpected
-# error) and names it only in its message, which starts with this.
+# error) and names it only in its message, which holds this.
 INPUT_ERROR_CODES = frozenset({1100, 1101, 1102})
 BAD_EXPRESSION = "cannot parse expression"
 
