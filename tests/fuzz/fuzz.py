@@ -4,7 +4,8 @@
                                                                              `all`: its first byte picks one)
     python tests/fuzz/fuzz.py campaign [--seconds N] [TARGET ...]           `make fuzz`: every target for N s,
                                                                              new coverage merged into the corpus
-    python tests/fuzz/fuzz.py replay [TARGET ...]                           the checked-in corpus, no atheris
+                                                                             (known defects pass; --strict: not)
+    python tests/fuzz/fuzz.py replay [--strict] [TARGET ...]                the checked-in corpus, no atheris
     python tests/fuzz/fuzz.py seed                                          (re)write the seed inputs
 
 The corpus is tests/fuzz/corpus/<target>/. A crash, a hang (over 10 s) or a process over 2 GiB stops a
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,7 +33,7 @@ LIMITS = ["-timeout=10", "-rss_limit_mb=2048", "-max_len=8192"]
 # Instrumented for coverage: Idios and the Python libraries that parse its input (Pillow's plugins
 # are Python; its codecs, pydantic-core and json's scanner are C or Rust, so run but not measured).
 # Instrumenting pydantic and FastAPI too makes a run start in a minute instead of seconds.
-INSTRUMENTED = ["idios", "PIL", "httpx", "idna", "ipaddress"]
+INSTRUMENTED = ["idios", "PIL", "httpx", "idna", "ipaddress", "targets"]
 
 
 def run(argv: list[str]) -> None:
@@ -43,17 +46,21 @@ def run(argv: list[str]) -> None:
         import targets
 
         PIL.Image.init()  # the format plugins, imported here so they are instrumented too
-    target = targets.every_target if name == "all" else targets.TARGETS[name]
-    atheris.Setup([sys.argv[0], *rest], target)
+    # libFuzzer runs argv[0] again for -merge=1: the campaign passes a launcher that runs this target.
+    atheris.Setup([os.environ.get("IDIOS_FUZZ_ARGV0", sys.argv[0]), *rest], targets.fuzzed(name))
     atheris.Fuzz()
 
 
-def child(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, __file__, "run", name, *args], capture_output=True, text=True)
-
-
-def campaign(seconds: int, names: list[str]) -> int:
+def campaign(seconds: int, names: list[str], strict: bool) -> int:
     """Fuzz each target for `seconds`, then merge the inputs that add coverage into its corpus."""
+
+    def child(name: str, workdir: str, *args: str) -> subprocess.CompletedProcess[str]:
+        launcher = Path(workdir) / "launcher.sh"
+        launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{__file__}" run {name} "$@"\n')
+        launcher.chmod(0o755)
+        env = {**os.environ, "IDIOS_FUZZ_PASS_KNOWN": "0" if strict else "1", "IDIOS_FUZZ_ARGV0": str(launcher)}
+        return subprocess.run([str(launcher), *args], capture_output=True, text=True, env=env)
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     failed = []
     for name in names:
@@ -61,14 +68,15 @@ def campaign(seconds: int, names: list[str]) -> int:
         corpus.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-") as found:
             before = len(list(corpus.iterdir()))
-            result = child(
-                name, *LIMITS, f"-max_total_time={seconds}", f"-artifact_prefix={ARTIFACTS}/{name}-", found, str(corpus)
-            )
+            inputs = Path(found) / "inputs"
+            inputs.mkdir()
+            limits = [*LIMITS, f"-max_total_time={seconds}", f"-artifact_prefix={ARTIFACTS}/{name}-"]
+            result = child(name, found, *limits, str(inputs), str(corpus))
             tail = "\n".join(result.stderr.splitlines()[-25:])
             if result.returncode != 0:
                 failed.append(name)
                 print(f"{name}: FAILED (exit {result.returncode})\n{tail}\n", flush=True)
-            merged = child(name, "-merge=1", str(corpus), found)
+            merged = child(name, found, "-merge=1", "-max_len=8192", str(corpus), str(inputs))
             if merged.returncode != 0:
                 print(f"{name}: merge failed\n{merged.stderr[-3000:]}", flush=True)
             after = len(list(corpus.iterdir()))
@@ -79,14 +87,16 @@ def campaign(seconds: int, names: list[str]) -> int:
     return 1 if failed else 0
 
 
-def replay(names: list[str]) -> int:
+def replay(names: list[str], strict: bool) -> int:
     import targets
 
+    warnings.simplefilter("ignore")  # Pillow's warnings about the corrupt images it reads
     failures = 0
     for name in names:
+        target = targets.fuzzed(name, pass_known=not strict)
         for path in sorted((CORPUS / name).iterdir()):
             try:
-                targets.TARGETS[name](path.read_bytes())
+                target(path.read_bytes())
             except Exception as exc:
                 failures += 1
                 print(f"{name}/{path.name}: {type(exc).__name__}: {exc}"[:500])
@@ -224,18 +234,20 @@ def main() -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     fuzz = commands.add_parser("campaign")
     fuzz.add_argument("--seconds", type=int, default=120)
+    fuzz.add_argument("--strict", action="store_true", help="stop at known defects too (tests/fuzz/defects/)")
     fuzz.add_argument("targets", nargs="*", default=list(NAMES))
     again = commands.add_parser("replay")
     again.add_argument("targets", nargs="*", default=list(NAMES))
+    again.add_argument("--strict", action="store_true", help="known defects fail too")
     commands.add_parser("seed")
     args = parser.parse_args()
     unknown = set(getattr(args, "targets", ())) - set(NAMES)
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(NAMES)}")
     if args.command == "campaign":
-        return campaign(args.seconds, args.targets)
+        return campaign(args.seconds, args.targets, args.strict)
     if args.command == "replay":
-        return replay(args.targets)
+        return replay(args.targets, args.strict)
     seed()
     return 0
 
