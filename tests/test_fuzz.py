@@ -1,32 +1,21 @@
-"""The fuzz targets of tests/fuzz/ in the test suite: the checked-in corpus replayed in-process, the inputs
-of known defects, and a short coverage-guided run (atheris) of every target in one process.
+"""The fuzz targets of tests/fuzz/ in the test suite: the checked-in corpus replayed in-process, and a short
+coverage-guided run (atheris) of every target in one process.
 
 `make fuzz` runs each target for minutes and adds what it finds to the corpus.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from fuzz.targets import KNOWN_ESCAPES, TARGETS, fuzzed
+from fuzz.targets import TARGETS, fuzzed
 
 FUZZ = Path(__file__).resolve().parent / "fuzz"
 CORPUS = FUZZ / "corpus"
-DEFECTS = FUZZ / "defects"
-# Inputs (tests/fuzz/defects/<target>/<name>) that still break a target, with what they show. Once the
-# code is fixed the test below fails (strict xfail): move the input to tests/fuzz/corpus/<target>/ and
-# remove its line.
-KNOWN_DEFECTS = {
-    "url/idna-fast-path": "validate_url's fast path accepts http://xn--zz.com/a.jpg, whose host httpx cannot "
-    "decode (idna.IDNAError from httpx.URL(...).host), while the slow path refuses it",
-    "url/idna-slow-path": "validate_url('HTTP://xn--zz.com/a.jpg') raises idna.IDNAError instead of Invalid "
-    "(_checked_by_httpx reads parsed.host outside its try)",
-}
 
 
 def corpus_files(name: str) -> list[Path]:
@@ -38,7 +27,7 @@ def corpus_files(name: str) -> list[Path]:
 def test_checked_in_corpus_replays_cleanly(name: str) -> None:
     files = corpus_files(name)
     assert files, f"tests/fuzz/corpus/{name} is empty"
-    target = fuzzed(name, pass_known=True)  # inputs reaching a known defect fail in test_known_defect
+    target = fuzzed(name)
     failures = []
     for path in files:
         try:
@@ -46,21 +35,6 @@ def test_checked_in_corpus_replays_cleanly(name: str) -> None:
         except Exception as exc:  # any escape is a defect, the assertion names the inputs
             failures.append(f"{path.name}: {type(exc).__name__}: {exc}"[:300])
     assert not failures, "\n".join(failures)
-
-
-def test_known_defects_are_listed() -> None:
-    found = {f"{path.parent.name}/{path.name}" for path in DEFECTS.glob("*/*")}
-    assert found == set(KNOWN_DEFECTS)
-    assert {name.split("/")[0] for name in KNOWN_DEFECTS} == set(KNOWN_ESCAPES), "tests/fuzz/targets.py KNOWN_ESCAPES"
-
-
-@pytest.mark.parametrize(
-    "defect",
-    [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=why)) for name, why in KNOWN_DEFECTS.items()],
-)
-def test_known_defect(defect: str) -> None:
-    name, _ = defect.split("/")
-    TARGETS[name]((DEFECTS / defect).read_bytes())
 
 
 def test_short_coverage_guided_run(tmp_path: Path) -> None:
@@ -79,7 +53,6 @@ def test_short_coverage_guided_run(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "IDIOS_FUZZ_PASS_KNOWN": "1"},
     )
     broke = [path.name for path in tmp_path.iterdir() if path.is_file()]
     assert result.returncode == 0, f"{broke}\n" + "\n".join(result.stderr.splitlines()[-40:])

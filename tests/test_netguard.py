@@ -71,6 +71,8 @@ _HOSTS = [
     "0.0.0.0",
     "a..b",
     "xn--bcher-kva.example",
+    "xn--zz.com",  # an A-label that does not decode: httpx refuses it
+    "a.xn--zz",
     "[::1]",
     "user:pw@host",
     "@host",
@@ -110,6 +112,15 @@ def test_plain_urls_skip_the_parse_with_the_same_outcome(scheme: str, host: str,
 def test_common_urls_are_plain(url: str) -> None:
     """The fast way is taken for the urls restores and adds carry (else it saves nothing)."""
     assert _is_plain(url)
+
+
+@pytest.mark.parametrize("url", ["http://xn--zz.com/a.jpg", "HTTP://xn--zz.com/a.jpg", "https://xn--zz.example:8080/"])
+def test_undecodable_idna_hosts_are_refused(url: str) -> None:
+    """Both ways refuse a host httpx cannot decode, with our 422 (the fast way accepted it; the other
+    let idna's own error escape)."""
+    with pytest.raises(Invalid) as info:
+        validate_url(url)
+    assert info.value.type == "url_host" and "Invalid A-label" in info.value.msg
 
 
 def test_surrounding_whitespace_is_stripped() -> None:

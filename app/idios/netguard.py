@@ -77,13 +77,19 @@ _IPV4_STYLE_HOST = re.compile(r"[0-9]+.[0-9]+.[0-9]+.[0-9]+")
 
 
 def _is_plain(url: str) -> bool:
+    """Plain: the shape above, a host httpx does not read as IPv4 and no IDNA label ("xn--", which
+    httpx decodes and may refuse), and a port that fits."""
     match = _PLAIN_URL.fullmatch(url)
-    return bool(match) and not _IPV4_STYLE_HOST.fullmatch(match["host"]) and int(match["port"] or 0) <= 65535
+    if not match:
+        return False
+    host = match["host"]
+    return not _IPV4_STYLE_HOST.fullmatch(host) and "xn--" not in host and int(match["port"] or 0) <= 65535
 
 
 def _checked_by_httpx(url: str) -> str:
     try:
         parsed = httpx.URL(url)
+        host = parsed.host  # decodes IDNA labels, which may be invalid (idna.IDNAError, a UnicodeError)
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
         raise Invalid(f"url cannot be parsed: {exc}", type="url_host") from None
     if parsed.scheme not in ALLOWED_SCHEMES:
@@ -91,7 +97,7 @@ def _checked_by_httpx(url: str) -> str:
         raise Invalid(f"url scheme must be http or https, not {shown!r}", type="url_scheme")
     if parsed.userinfo:
         raise Invalid("url must not contain a user name or password", type="url_credentials")
-    if not parsed.host:
+    if not host:
         raise Invalid("url has no host", type="url_host")
     return url
 

@@ -4,8 +4,7 @@
                                                                              `all`: its first byte picks one)
     python tests/fuzz/fuzz.py campaign [--seconds N] [TARGET ...]           `make fuzz`: every target for N s,
                                                                              new coverage merged into the corpus
-                                                                             (known defects pass; --strict: not)
-    python tests/fuzz/fuzz.py replay [--strict] [TARGET ...]                the checked-in corpus, no atheris
+    python tests/fuzz/fuzz.py replay [TARGET ...]                           the checked-in corpus, no atheris
     python tests/fuzz/fuzz.py seed                                          (re)write the seed inputs
 
 The corpus is tests/fuzz/corpus/<target>/. A crash, a hang (over 10 s) or a process over 2 GiB stops a
@@ -51,14 +50,14 @@ def run(argv: list[str]) -> None:
     atheris.Fuzz()
 
 
-def campaign(seconds: int, names: list[str], strict: bool) -> int:
+def campaign(seconds: int, names: list[str]) -> int:
     """Fuzz each target for `seconds`, then merge the inputs that add coverage into its corpus."""
 
     def child(name: str, workdir: str, *args: str) -> subprocess.CompletedProcess[str]:
         launcher = Path(workdir) / "launcher.sh"
         launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{__file__}" run {name} "$@"\n')
         launcher.chmod(0o755)
-        env = {**os.environ, "IDIOS_FUZZ_PASS_KNOWN": "0" if strict else "1", "IDIOS_FUZZ_ARGV0": str(launcher)}
+        env = {**os.environ, "IDIOS_FUZZ_ARGV0": str(launcher)}
         return subprocess.run([str(launcher), *args], capture_output=True, text=True, env=env)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -87,13 +86,13 @@ def campaign(seconds: int, names: list[str], strict: bool) -> int:
     return 1 if failed else 0
 
 
-def replay(names: list[str], strict: bool) -> int:
+def replay(names: list[str]) -> int:
     import targets
 
     warnings.simplefilter("ignore")  # Pillow's warnings about the corrupt images it reads
     failures = 0
     for name in names:
-        target = targets.fuzzed(name, pass_known=not strict)
+        target = targets.fuzzed(name)
         for path in sorted((CORPUS / name).iterdir()):
             try:
                 target(path.read_bytes())
@@ -234,20 +233,18 @@ def main() -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     fuzz = commands.add_parser("campaign")
     fuzz.add_argument("--seconds", type=int, default=120)
-    fuzz.add_argument("--strict", action="store_true", help="stop at known defects too (tests/fuzz/defects/)")
     fuzz.add_argument("targets", nargs="*", default=list(NAMES))
     again = commands.add_parser("replay")
     again.add_argument("targets", nargs="*", default=list(NAMES))
-    again.add_argument("--strict", action="store_true", help="known defects fail too")
     commands.add_parser("seed")
     args = parser.parse_args()
     unknown = set(getattr(args, "targets", ())) - set(NAMES)
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(NAMES)}")
     if args.command == "campaign":
-        return campaign(args.seconds, args.targets, args.strict)
+        return campaign(args.seconds, args.targets)
     if args.command == "replay":
-        return replay(args.targets, args.strict)
+        return replay(args.targets)
     seed()
     return 0
 

@@ -8,17 +8,14 @@ Used by tests/fuzz/fuzz.py (atheris, coverage-guided) and tests/test_fuzz.py (co
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import math
-import os
 import re
 import struct
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-import idna
 import numpy as np
 from fastapi.exceptions import RequestValidationError
 
@@ -295,24 +292,11 @@ TARGETS: dict[str, Target] = {
 }
 
 
-# What known defects (tests/fuzz/defects/, KNOWN_DEFECTS in tests/test_fuzz.py) let escape. Fuzzing
-# runs (the test suite's short one, `make fuzz`) set IDIOS_FUZZ_PASS_KNOWN=1 and the corpus replays pass
-# them too, so that they stop only at new defects (and `make fuzz` may keep inputs that reach them);
-# the replay of tests/fuzz/defects/ still sees them fail.
-KNOWN_ESCAPES: dict[str, tuple[type[Exception], ...]] = {"url": (idna.IDNAError,)}
-
-
-def fuzzed(name: str, pass_known: bool | None = None) -> Target:
-    """The target called `name` (`all`: every target, the first byte picking one) as fuzzing runs it;
-    `pass_known` defaults to IDIOS_FUZZ_PASS_KNOWN=1."""
-    passing = os.environ.get("IDIOS_FUZZ_PASS_KNOWN") == "1" if pass_known is None else pass_known
-
-    def one(target: str, data: bytes) -> None:
-        with contextlib.suppress(*(KNOWN_ESCAPES.get(target, ()) if passing else ())):
-            TARGETS[target](data)
+def fuzzed(name: str) -> Target:
+    """The target called `name`; `all`: every target, the first byte picking one."""
 
     def every(data: bytes) -> None:
         if data:
-            one(list(TARGETS)[data[0] % len(TARGETS)], data[1:])
+            TARGETS[list(TARGETS)[data[0] % len(TARGETS)]](data[1:])
 
-    return every if name == "all" else lambda data: one(name, data)
+    return every if name == "all" else TARGETS[name]
