@@ -8,7 +8,7 @@ shorter than asked is not the end (an empty page is).
 
 Sizes are counted as the envelope will encode them (`idios.transport.queues.encode`), so a reply
 is under the budget whichever transport carries it. At least one row is always answered: the
-largest row (a 2,083-character url, 65,535 bytes of metadata, 768 floats) is far below any budget.
+largest row (a 2,083-character url, 65,535 bytes of metadata, 2,048 floats) is far below any budget.
 """
 
 from __future__ import annotations
