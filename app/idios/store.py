@@ -307,12 +307,15 @@ class Store:
         to `limit` rows with their vectors before the limit applies across segments: at 100,000 rows
         that costs Milvus twice the CPU time of the two queries. Rows written between the two
         queries can make the page longer than `limit`; it is cut back to `limit` (the rows cut off
-        come after the page's last url, where the caller's next page starts).
+        come after the page's last url, where the caller's next page starts). Rows removed between
+        them can leave the range empty: an empty answer means the end, so the next range is read.
         """
-        page = self.page(spec, cursor, limit, with_data=False)
-        if not page:
-            return Columns.empty(spec)
-        return self.columns_between(spec, cursor, page[-1]["url"], limit)
+        while page := self.page(spec, cursor, limit, with_data=False):
+            columns = self.columns_between(spec, cursor, page[-1]["url"], limit)
+            if columns.urls:
+                return columns
+            cursor = page[-1]["url"]
+        return Columns.empty(spec)
 
     def columns_between(self, spec: ModelSpec, cursor: str | None, last: str, limit: int | None = None) -> Columns:
         """Entries with cursor < url <= last, ascending, as columns: all of them, or the first `limit`."""
