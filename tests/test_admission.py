@@ -10,23 +10,20 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 import pytest_asyncio
 
-from idios.api.app import create_app
 from idios.config import Settings
 from idios.errors import TooLarge, Unavailable
 from idios.jobs import JobRunner
-from idios.store import Store
 from idios.transport import make_job
 from idios.transport.amqp import AmqpTransport
-from idios.transport.local import LocalTransport
 from idios.worker import _encode_envelope
 
-from conftest import AMQP_URL, IMAGE_HOST, drop_prefixed
+from conftest import AMQP_URL, IMAGE_HOST
 from imageserver import ImageServer
+from inprocess import InProcess, in_process
 from photos import PHOTO_NAMES, jpeg
 
 PHASH = "/models/phash"
@@ -48,36 +45,9 @@ def _settings(**extra: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
-class InProcess:
-    """`idios serve`'s API and job runner in this event loop, on collections of their own."""
-
-    def __init__(self, client: httpx.AsyncClient, runner: JobRunner) -> None:
-        self.client = client
-        self.runner = runner
-
-
-async def _in_process(milvus_uri: str, **extra: Any) -> AsyncIterator[InProcess]:
-    settings = _settings(**extra)
-    store = Store(milvus_uri, prefix=settings.collection_prefix, search_consistency="Strong")
-    runner = JobRunner(settings, store)
-    transport = LocalTransport(runner)
-    app = create_app(settings, transport)
-    await transport.start()
-    await transport._loading
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", timeout=120
-        ) as client:
-            yield InProcess(client, runner)
-    finally:
-        await transport.close()
-        drop_prefixed(store.client, settings.collection_prefix)
-        store.close()
-
-
 @pytest_asyncio.fixture
 async def serve(milvus_uri: str, images: ImageServer) -> AsyncIterator[InProcess]:
-    async for app in _in_process(milvus_uri, max_queued_jobs=3):
+    async with in_process(_settings(max_queued_jobs=3), milvus_uri) as app:
         yield app
 
 

@@ -25,17 +25,14 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from idios.api.app import create_app
 from idios.config import Settings
 from idios.decoding import DecodeBudget, decode_image, jpeg_scans, open_image
 from idios.errors import Invalid, Timeout, TooLarge
 from idios.jobs import JobRunner
 from idios.models import REGISTRY
-from idios.store import Store
-from idios.transport.local import LocalTransport
 
-from conftest import drop_prefixed
 from hostile_files import encode, flat_png, many_scans
+from inprocess import in_process
 
 MIB = 1024 * 1024
 # 51.8 Mpx: under the default max_image_pixels (52 Mpx).
@@ -352,20 +349,8 @@ async def test_upload_past_the_decode_time_limit(hostile: dict[str, Path]) -> No
 async def _api(milvus_uri: str, **extra: object) -> AsyncIterator[httpx.AsyncClient]:
     """`idios serve`'s API and job runner in this event loop (phash, on collections of their own)."""
     settings = make_settings(models=["phash"], collection_prefix=f"t{uuid.uuid4().hex[:8]}_", **extra)
-    store = Store(milvus_uri, prefix=settings.collection_prefix, search_consistency="Strong")
-    transport = LocalTransport(JobRunner(settings, store))
-    app = create_app(settings, transport)
-    await transport.start()
-    await transport._loading
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", timeout=120
-        ) as client:
-            yield client
-    finally:
-        await transport.close()
-        drop_prefixed(store.client, settings.collection_prefix)
-        store.close()
+    async with in_process(settings, milvus_uri) as app:
+        yield app.client
 
 
 def _refused(response: httpx.Response, status: int, kind: str) -> str:
