@@ -164,19 +164,26 @@ def _too_many_pixels(size: tuple[int, int] | None, settings: Settings) -> TooLar
 # In entropy-coded data a 0xFF byte is followed by 0x00 (stuffing) or RST0-7; anything else after
 # one or more 0xFF bytes is the next marker.
 _NEXT_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+# Outside entropy-coded data libjpeg (and Pillow) skip bytes that are not a marker, with a warning,
+# up to the next 0xFF followed by anything but 0x00 or 0xFF: so must the scan count.
+_ANY_MARKER = re.compile(rb"\xff+([^\x00\xff])")
 
 
 def jpeg_scans(data: bytes, limit: int) -> int:
     """The number of scans (SOS markers) of the first image in JPEG `data`, counting no further than `limit` + 1.
 
     Walks the marker segments by their lengths and skips each scan's entropy-coded data, so SOS bytes
-    inside metadata (an EXIF thumbnail) or image data are not counted. Stops at EOI or at anything
-    malformed (the decoder judges that).
+    inside metadata (an EXIF thumbnail) or image data are not counted; bytes between segments that are
+    no marker are skipped as libjpeg skips them. Stops at EOI or at the end of the data.
     """
     pos, scans, size = 2, 0, len(data)
     while pos + 4 <= size and scans <= limit:
-        if data[pos] != 0xFF:
-            break
+        if data[pos] != 0xFF:  # junk between segments: libjpeg reads on at the next marker
+            found = _ANY_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start(1) - 1
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
