@@ -3,11 +3,14 @@ of an in-process Idios against the real Milvus (the `make_app` fixture of test_p
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from pathlib import Path
 
+import orjson
 from test_paging import bits_rows, make_app, paged_dump, restore  # noqa: F401 (make_app is a fixture)
 
-from idios import expr
+from idios import backup, expr
 
 from conftest import IMAGE_HOST
 
@@ -35,3 +38,20 @@ def test_a_dump_page_whose_rows_were_all_removed_meanwhile_is_not_the_end(make_a
     urls = [row["url"] for row in paged_dump(app.client, "phash", limit=10)]
     assert removed == stored[:10]
     assert urls == stored[10:]
+
+
+def test_idios_restore_sends_what_the_server_takes_of_rows_it_dumped(make_app, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    """Rows with much metadata (which adds accept up to 65,535 bytes) made `idios restore` requests
+    of `--batch` rows larger than the server takes (IDIOS_MAX_BODY_BYTES, or the broker's message
+    limit): the restore of a dump `idios dump` wrote stopped at its first request with a 413."""
+    app = make_app("phash", max_body_bytes=1024 * 1024)
+    key = uuid.uuid4().hex[:6]
+    urls = [f"http://{IMAGE_HOST}/{key}/{i:03d}" for i in range(120)]
+    rows = bits_rows(urls, seed=3, metadata=lambda i: {"i": i, "text": "m" * 60_000})
+    (tmp_path / "phash-000000.jsonl").write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    monkeypatch.setattr(backup, "_client", lambda api: contextlib.nullcontext(app.client))
+
+    assert backup.restore("http://testserver", "phash", tmp_path, 1000) == 0
+    dumped = paged_dump(app.client, "phash", limit=1000)
+    assert [row["url"] for row in dumped] == urls
+    assert [row["metadata"] for row in dumped] == [row["metadata"] for row in rows]

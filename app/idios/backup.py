@@ -14,6 +14,11 @@ from tqdm import tqdm
 
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 IN_FLIGHT = 2
+# A restore request holds at most `--batch` rows and about this many bytes of them: rows with much
+# metadata (up to 65,535 bytes each) would otherwise pass the server's default body limit (32 MiB)
+# and its broker's message limit (16 MiB). A request the server still refuses as too large (413) is
+# sent again in halves.
+REQUEST_BYTES = 8 * 1024 * 1024
 
 
 def _client(api: str) -> httpx.Client:
@@ -114,7 +119,8 @@ def dump(api: str, model: str, directory: Path, batch: int) -> int:
 
 
 def restore(api: str, model: str, directory: Path, batch: int) -> int:
-    """Send every `*.jsonl` file of the directory to /restore, `batch` entries a request.
+    """Send every `*.jsonl` file of the directory to /restore, `batch` entries a request (fewer where
+    they are large: REQUEST_BYTES).
 
     IN_FLIGHT requests go at once, so the API parses one batch while the store writes another:
     the order in which batches land is not fixed, which is fine for a dump (each url once)."""
@@ -131,7 +137,15 @@ def restore(api: str, model: str, directory: Path, batch: int) -> int:
 
         def send(rows: list[Any]) -> int:
             body = orjson.dumps(rows)
-            _check(client.post(f"/models/{model}/restore", content=body, headers={"content-type": "application/json"}))
+            response = client.post(
+                f"/models/{model}/restore", content=body, headers={"content-type": "application/json"}
+            )
+            if response.status_code == 413 and len(rows) > 1:
+                # Larger than the server takes (its body limit, or its broker's message limit, which
+                # this side cannot know): the halves, one after the other.
+                half = len(rows) // 2
+                return send(rows[:half]) + send(rows[half:])
+            _check(response)
             return len(rows)
 
         def submit(rows: list[Any]) -> None:
@@ -140,6 +154,7 @@ def restore(api: str, model: str, directory: Path, batch: int) -> int:
             pending.append(senders.submit(send, rows))
 
         rows: list[Any] = []
+        size = 0
         for path in files:
             with path.open("rb") as lines:
                 for number, line in enumerate(lines, start=1):
@@ -148,9 +163,10 @@ def restore(api: str, model: str, directory: Path, batch: int) -> int:
                             rows.append(orjson.loads(line))
                         except orjson.JSONDecodeError as exc:
                             raise SystemExit(f"{path}:{number}: not JSON: {exc}") from None
-                    if len(rows) >= batch:
+                        size += len(line)
+                    if len(rows) >= batch or size >= REQUEST_BYTES:
                         submit(rows)
-                        rows = []
+                        rows, size = [], 0
         if rows:
             submit(rows)
         while pending:
