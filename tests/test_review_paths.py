@@ -4,13 +4,17 @@ of an in-process Idios against the real Milvus (the `make_app` fixture of test_p
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
-from test_paging import bits_rows, make_app, paged_dump, restore  # noqa: F401 (make_app is a fixture)
+import pytest
+from test_paging import JSON, bits_rows, make_app, paged_dump, restore  # noqa: F401 (make_app is a fixture)
 
 from idios import backup, expr
+from idios.transport.queues import decode, encode_job
 
 from conftest import IMAGE_HOST
 
@@ -55,3 +59,33 @@ def test_idios_restore_sends_what_the_server_takes_of_rows_it_dumped(make_app, t
     dumped = paged_dump(app.client, "phash", limit=1000)
     assert [row["url"] for row in dumped] == urls
     assert [row["metadata"] for row in dumped] == [row["metadata"] for row in rows]
+
+
+def _nested(depth: int) -> dict:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return {"a": value}
+
+
+@pytest.mark.parametrize("metadata", [_nested(252), {"n": 2**64}, {"n": -(2**63) - 1}], ids=["deep", "big", "small"])
+def test_metadata_no_job_can_carry_is_refused_with_422(make_app, monkeypatch, metadata: dict) -> None:  # noqa: F811
+    """The add routes parse their body with json.loads, which reads metadata nested deeper than
+    orjson (the jobs' and answers' encoder) writes, and integers beyond 64 bits, which it does not
+    write at all: such an add was accepted, then failed with a 500 when its job was encoded for the
+    broker (and a row stored without a broker made every answer holding it fail the same way)."""
+    app = make_app("phash")
+    run = app.transport.call
+
+    async def as_the_broker_carries_it(job: dict, lane: Any) -> Any:
+        return await run(decode(encode_job(job)), lane)
+
+    monkeypatch.setattr(app.transport, "call", as_the_broker_carries_it)
+    body = json.dumps({"url": f"http://{IMAGE_HOST}/{uuid.uuid4().hex[:6]}/a.jpg", "metadata": metadata})
+    for route in ("add", "search_add"):
+        response = app.client.post(f"/models/phash/{route}", content=body, headers=JSON)
+        assert response.status_code == 422, response.text
+        assert "metadata" in response.text and "64 bits" in response.text
+    response = app.client.post("/models/phash/add_bulk", content=f"[{body}]", headers=JSON)
+    assert response.status_code == 200 and response.json()["added"] == []
+    assert "64 bits" in response.json()["failed"][0]["error"]

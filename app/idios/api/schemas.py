@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Annotated, Any
 
@@ -26,15 +25,31 @@ def _url(value: str) -> str:
         raise ValueError(exc.msg) from None
 
 
+# Metadata travels inside jobs and answers (a restore job's list of metadata, a search answer's hits),
+# which orjson writes: it writes 254 levels of objects and arrays at most, and no integer beyond 64
+# bits. Metadata must fit there with this many levels around it.
+ORJSON_LEVELS = 254
+ENCLOSING_LEVELS = 4
+
+
 def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:
         return None
+    enclosed: Any = value
+    for _ in range(ENCLOSING_LEVELS):
+        enclosed = [enclosed]
+    try:
+        compact = len(orjson.dumps(enclosed)) - 2 * ENCLOSING_LEVELS
+    except orjson.JSONEncodeError:
+        raise ValueError(
+            f"metadata may nest at most {ORJSON_LEVELS - ENCLOSING_LEVELS} levels deep "
+            "and hold integers of 64 bits at most"
+        ) from None
     # json.dumps is slow (a fifth of a restore's cost on the API). Its separators (", ", ": ") and
     # exponents ("1e+100") add at most one byte per byte of orjson's compact form, so metadata whose
     # compact form is under half the limit needs no exact measure; the rest gets it.
-    with contextlib.suppress(orjson.JSONEncodeError):
-        if 2 * len(orjson.dumps(value)) <= METADATA_MAX_BYTES:
-            return value
+    if 2 * compact <= METADATA_MAX_BYTES:
+        return value
     try:
         size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
     except (RecursionError, ValueError, TypeError, UnicodeEncodeError):
