@@ -49,8 +49,8 @@ ESTIMATE_MARGIN = 1.05
 MIB = 1024 * 1024
 
 # Pillow reads a PNG's chunks one at a time in Python, an unknown one through a caught exception:
-# about 7 us each, so 20 MiB of empty chunks (1.75 million) held a decode thread for 12 s of CPU,
-# past IDIOS_DECODE_TIMEOUT. Real files have a few dozen (a 20 MiB one in 1 KiB IDATs: 20,480).
+# about 7 us each, so 20 MiB of empty chunks (1.74 million) held a decode thread for 10 s of CPU,
+# as long as IDIOS_DECODE_TIMEOUT. Real files have a few dozen (a 20 MiB one in 1 KiB IDATs: 20,480).
 MAX_PNG_CHUNKS = 30_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
