@@ -89,3 +89,19 @@ def test_metadata_no_job_can_carry_is_refused_with_422(make_app, monkeypatch, me
     response = app.client.post("/models/phash/add_bulk", content=f"[{body}]", headers=JSON)
     assert response.status_code == 200 and response.json()["added"] == []
     assert "64 bits" in response.json()["failed"][0]["error"]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_metadata_numbers_json_cannot_hold_are_refused_not_stored_as_null(make_app, number: str) -> None:  # noqa: F811
+    """Both body parsers read NaN and Infinity, which JSON has no way to write: the metadata was
+    stored with null in their place (204), silently other than what was sent."""
+    app = make_app("phash")
+    url = f"http://{IMAGE_HOST}/{uuid.uuid4().hex[:6]}/a.jpg"
+    metadata = '{"x": NUMBER, "y": 1}'.replace("NUMBER", number)
+    row = f'[{{"url": "{url}", "metadata": {metadata}, "embedding": {json.dumps([0, 1] * 32)}}}]'
+    response = app.client.post("/models/phash/restore", content=row, headers=JSON)
+    assert response.status_code == 422, response.text
+    assert "finite" in response.text
+    response = app.client.post("/models/phash/add", content=f'{{"url": "{url}", "metadata": {metadata}}}', headers=JSON)
+    assert response.status_code == 422 and "finite" in response.text, response.text
+    assert app.client.get("/models/phash/count").json() == 0

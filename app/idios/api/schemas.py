@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 import orjson
@@ -39,12 +40,16 @@ def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     for _ in range(ENCLOSING_LEVELS):
         enclosed = [enclosed]
     try:
-        compact = len(orjson.dumps(enclosed)) - 2 * ENCLOSING_LEVELS
+        written = orjson.dumps(enclosed)
     except orjson.JSONEncodeError:
         raise ValueError(
             f"metadata may nest at most {ORJSON_LEVELS - ENCLOSING_LEVELS} levels deep "
             "and hold integers of 64 bits at most"
         ) from None
+    # The body parsers read NaN and Infinity, which orjson writes as null: refused, not altered.
+    if b"null" in written and _holds_non_finite(value):
+        raise ValueError("metadata numbers must be finite: JSON has no NaN or Infinity")
+    compact = len(written) - 2 * ENCLOSING_LEVELS
     # json.dumps is slow (a fifth of a restore's cost on the API). Its separators (", ", ": ") and
     # exponents ("1e+100") add at most one byte per byte of orjson's compact form, so metadata whose
     # compact form is under half the limit needs no exact measure; the rest gets it.
@@ -57,6 +62,19 @@ def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if size > METADATA_MAX_BYTES:
         raise ValueError(f"metadata is {size} bytes once serialised (UTF-8); the limit is {METADATA_MAX_BYTES}")
     return value
+
+
+def _holds_non_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 Url = Annotated[
