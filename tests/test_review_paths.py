@@ -3,18 +3,23 @@ of an in-process Idios against the real Milvus (the `make_app` fixture of test_p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import aio_pika
 import orjson
 import pytest
 from test_paging import JSON, bits_rows, make_app, paged_dump, restore  # noqa: F401 (make_app is a fixture)
 
 from idios import backup, expr
+from idios.config import Settings
 from idios.transport.queues import decode, encode_job
+from idios.worker import Worker
 
 from conftest import IMAGE_HOST
 
@@ -105,3 +110,39 @@ def test_metadata_numbers_json_cannot_hold_are_refused_not_stored_as_null(make_a
     response = app.client.post("/models/phash/add", content=f'{{"url": "{url}", "metadata": {metadata}}}', headers=JSON)
     assert response.status_code == 422 and "finite" in response.text, response.text
     assert app.client.get("/models/phash/count").json() == 0
+
+
+class _Message:
+    """What the worker uses of an incoming message; records how the job was settled."""
+
+    def __init__(self, job: dict) -> None:
+        self.body = orjson.dumps(job)
+        self.reply_to, self.correlation_id, self.redelivered = "replies", "c1", False
+        self.settled: list[str] = []
+
+    async def ack(self) -> None:
+        self.settled.append("ack")
+
+    async def nack(self, requeue: bool = True) -> None:
+        self.settled.append(f"nack requeue={requeue}")
+
+
+def test_a_job_whose_reply_channel_is_closed_is_handed_back(monkeypatch) -> None:
+    """Publishing on a reply channel that has closed (and not reopened yet) raises aio-pika's
+    ChannelInvalidStateError, a RuntimeError rather than an AMQPError: the job's task died with it,
+    neither acked nor handed back, so the job stayed with this worker (its prefetch slot lost) for
+    as long as the connection lived, instead of going at once to a worker that can answer it."""
+
+    class Runner:
+        async def run(self, job: dict) -> dict:
+            return {"ok": True, "value": "pong"}
+
+    class ClosedExchange:
+        async def publish(self, *args: Any, **kwargs: Any) -> None:
+            raise aio_pika.exceptions.ChannelInvalidStateError("<Channel: 2> closed")
+
+    worker = Worker(Settings(_env_file=None, models=[]), Runner())  # type: ignore[arg-type]
+    worker._replies = SimpleNamespace(default_exchange=ClosedExchange())  # type: ignore[assignment]
+    message = _Message({"op": "ping", "args": {}, "deadline": 2e9})
+    asyncio.run(worker._handle(None, message))  # type: ignore[arg-type]
+    assert message.settled == ["nack requeue=True"]

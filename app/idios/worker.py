@@ -117,7 +117,8 @@ class Worker:
                     aio_pika.Message(body, correlation_id=message.correlation_id), routing_key=message.reply_to
                 )
             await message.ack()
-        except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+        except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError, ConnectionError) as exc:
+            # (A channel that has closed raises ChannelInvalidStateError, a RuntimeError, on publish and ack.)
             # The job's effect is stored (upserts are idempotent); unacked, it is redelivered and answered again.
             log.warning(
                 "broker connection lost before a %s job was answered (%s); it will be redelivered", job_op(job), exc
