@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import struct
@@ -12,12 +13,13 @@ import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from idios.config import Settings
-from idios.decoding import decode_image, jpeg_scans
+from idios.decoding import decode_image, jpeg_scans, tiff_strips
 from idios.errors import IdiosError
 
-from hostile_files import _chunk, many_scans
+from hostile_files import _chunk, encode, many_scans
 
 
 def _with_junk_after_first_segment(data: bytes) -> bytes:
@@ -112,3 +114,41 @@ def test_a_png_of_empty_chunks_is_refused_before_pillow_walks_them() -> None:
     assert len(idats) > 400
     small_idats = b"\x89PNG\r\n\x1a\n" + ihdr + b"".join(idats) + _chunk(b"IEND", b"")
     assert decode_image(small_idats, settings).size == (400, 400)
+
+
+def _tiff_listing_strips(count: int, side: int = 200) -> bytes:
+    """An uncompressed grey TIFF of `side` x `side` whose StripOffsets list `count` strips of one row,
+    all pointing at its first row (Pillow makes a tile of each, starting new layers past the image)."""
+    entries_at, entries = 8, 8
+    offsets_at = entries_at + 2 + entries * 12 + 4
+    counts_at = offsets_at + 4 * count
+    pixels_at = counts_at + 2 * count
+    tags = [(256, 3, 1, side), (257, 3, 1, side), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1)]
+    tags += [(273, 4, count, offsets_at), (278, 3, 1, 1), (279, 3, count, counts_at)]
+    ifd = struct.pack("<H", entries)
+    for tag, kind, n, value in tags:
+        ifd += struct.pack("<HHI", tag, kind, n) + (
+            struct.pack("<HH", value, 0) if n == 1 else struct.pack("<I", value)
+        )
+    head = b"II*\x00" + struct.pack("<I", entries_at) + ifd + b"\x00" * 4
+    return head + struct.pack("<I", pixels_at) * count + struct.pack("<H", side) * count + b"\x80" * side * side
+
+
+def test_a_tiff_listing_more_strips_than_it_needs_is_refused_before_pillow_opens_it() -> None:
+    """Pillow builds a Python tuple for every strip offset while opening: 6 MB listing a million strips of
+    a 200 x 200 image took 271 MiB (outside the decode budget) and 9 s of CPU."""
+    settings = Settings(_env_file=None)
+    data = _tiff_listing_strips(150_000)
+    assert len(data) < 1_000_000 and tiff_strips(data) == 150_000
+    with pytest.raises(IdiosError) as info:
+        decode_image(data, settings)
+    assert info.value.status == 422 and info.value.type == "too_many_strips", info.value
+    assert "100,000 strips or tiles" in info.value.msg
+    assert decode_image(_tiff_listing_strips(200), settings).size == (200, 200)
+    # Files Pillow writes are read as Pillow reads them, classic and BigTIFF.
+    image = Image.new("L", (400, 3000), 128)
+    deflate = {"compression": "tiff_adobe_deflate", "strip_size": 4000}
+    for extra in (deflate, {**deflate, "big_tiff": True}):
+        tiff = encode(image, "TIFF", **extra)
+        assert tiff_strips(tiff) == len(Image.open(io.BytesIO(tiff)).tag_v2[273]) == 300, extra
+        assert decode_image(tiff, settings).mode == "RGB"
