@@ -65,6 +65,10 @@ MAX_TIFF_STRIPS = 100_000
 # bytes between them one at a time: 4 MB of empty APP segments took 3.9 s of CPU and 137 MiB to open.
 # Real files have a few dozen; XMP and ICC profiles split in 64 KiB segments add one per 64 KiB.
 MAX_JPEG_HEADER_STEPS = 2_000
+# And a GIF's blocks before its first image, sub-block by sub-block, keeping comments' as a list of
+# pieces: 10 MB of one-byte comment sub-blocks took 430 MiB and 2.5 s to open. Real files have a few
+# (an XMP packet, which GIF readers take as sub-blocks, a few thousand).
+MAX_GIF_BLOCKS = 100_000
 TIFF_HEADERS = (b"MM\x00\x2a", b"II\x2a\x00", b"MM\x2a\x00", b"II\x00\x2a", b"MM\x00\x2b", b"II\x2b\x00")  # Pillow's
 
 
@@ -125,6 +129,12 @@ def open_image(data: bytes, settings: Settings) -> OpenedImage:
             f"the TIFF lists more than {MAX_TIFF_STRIPS:,} strips or tiles (a real one needs one per strip of rows "
             "or per tile); each costs the decoder memory and a step",
             type="too_many_strips",
+        )
+    if data[:6] in (b"GIF87a", b"GIF89a") and gif_blocks(data, MAX_GIF_BLOCKS) > MAX_GIF_BLOCKS:
+        raise Invalid(
+            f"the GIF has more than {MAX_GIF_BLOCKS:,} blocks before its first image (a real one has a few); "
+            "each costs a step of the decoder",
+            type="too_many_blocks",
         )
     try:
         img = Image.open(io.BytesIO(data), formats=_allowed_formats())
@@ -238,6 +248,31 @@ def tiff_strips(data: bytes) -> int:
     except (struct.error, IndexError):
         return 0
     return max(counts.values(), default=0)
+
+
+# ---------------------------------------------------------------- GIF blocks
+
+
+def gif_blocks(data: bytes, limit: int) -> int:
+    """The extension blocks, their sub-blocks and stray bytes before the first image of GIF `data`,
+    read as Pillow reads them, counting no further than `limit` + 1."""
+    size, blocks = len(data), 0
+    pos = 13 + (3 << ((data[10] & 7) + 1) if size > 10 and data[10] & 0x80 else 0)  # header, global colours
+    while pos < size and blocks <= limit:
+        kind = data[pos]
+        if kind in (0x2C, 0x3B):  # image descriptor, trailer
+            break
+        blocks += 1
+        pos += 1
+        if kind == 0x21:  # extension: a label, then sub-blocks up to an empty one
+            pos += 1
+            while pos < size and blocks <= limit:
+                length = data[pos]
+                blocks += 1
+                pos += 1 + length
+                if not length:
+                    break
+    return blocks
 
 
 # ---------------------------------------------------------------- JPEG scans
