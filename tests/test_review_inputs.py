@@ -21,6 +21,8 @@ from idios.errors import IdiosError
 
 from hostile_files import _chunk, encode, many_scans
 
+MIB = 1024 * 1024
+
 
 def _with_junk_after_first_segment(data: bytes) -> bytes:
     """`data` (a JPEG) with one byte that is no marker after its first segment: libjpeg and Pillow
@@ -188,3 +190,19 @@ def test_a_gif_of_tiny_blocks_is_refused_before_pillow_reads_them() -> None:
     frames = [Image.new("P", (200, 200), i) for i in range(3)]
     animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], loop=0, comment=b"x" * 2000)
     assert decode_image(animated, settings).size == (200, 200)
+
+
+def _png_with_texts(count: int) -> bytes:
+    """A PNG with `count` zTXt chunks of distinct keys, each inflating to 1 MiB from about 1 KB."""
+    text = zlib.compress(b"a" * (MIB - 1), 9)
+    return _png(200, [_chunk(b"zTXt", b"k%d\x00\x00" % i + text) for i in range(count)])
+
+
+def test_png_text_chunks_cannot_inflate_to_tens_of_mib() -> None:
+    """Pillow inflates text chunks while opening, up to 64 MiB in all by default: 63 KB took 63 MiB,
+    none of it counted by the decode budget."""
+    settings = Settings(_env_file=None)
+    with pytest.raises(IdiosError) as info:
+        decode_image(_png_with_texts(60), settings)
+    assert info.value.status == 422 and info.value.type == "not_an_image", info.value
+    assert decode_image(_png_with_texts(6), settings).size == (200, 200)  # 6 MiB of text still passes

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from .config import Settings
 from .errors import IdiosError, Invalid, TooLarge
@@ -54,6 +54,9 @@ MIB = 1024 * 1024
 # about 7 us each, so 20 MiB of empty chunks (1.74 million) held a decode thread for 10 s of CPU,
 # as long as IDIOS_DECODE_TIMEOUT. Real files have a few dozen (a 20 MiB one in 1 KiB IDATs: 20,480).
 MAX_PNG_CHUNKS = 30_000
+# Pillow inflates a PNG's text chunks while opening it, up to 1 MiB each and 64 MiB in all: 63 KB of
+# zTXt chunks took 63 MiB, outside the decode budget. Real text (XMP included) is far under 8 MiB.
+PngImagePlugin.MAX_TEXT_MEMORY = 8 * MIB
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Pillow turns every strip or tile offset of a TIFF's first page into a Python tuple while opening it,
 # as many as the file lists, whatever the image needs (the extra ones start further layers): 6 MB
