@@ -313,18 +313,24 @@ def test_oversized_body_refused_by_traefik(proxied: Proxied) -> None:
     assert "application/json" in passed.headers["content-type"]
 
 
-def test_rate_limit(proxied: Proxied) -> None:
-    # From 127.0.0.3, its own bucket (the limit is per client IP): the other tests are not slowed down.
+def _until_rate_limited(proxied: Proxied, path: str, local_address: str) -> list[int]:
+    """Statuses of GETs of `path` from `local_address` (its own bucket: the limit is per client IP, so
+    other tests are not slowed down) up to the first 429, which must say when to come back."""
     statuses: list[int] = []
-    with proxied.client(local_address="127.0.0.3") as client:
+    with proxied.client(local_address=local_address) as client:
         for _ in range(300):
-            answer = proxied.request(client, "GET", DOMAIN, "/ping")
+            answer = proxied.request(client, "GET", DOMAIN, path)
             statuses.append(answer.status_code)
             if answer.status_code == 429:
                 assert int(answer.headers["retry-after"]) >= 0
                 break
     assert 429 in statuses, statuses
     assert statuses.count(200) >= RATE_BURST, statuses
+    return statuses
+
+
+def test_rate_limit(proxied: Proxied) -> None:
+    _until_rate_limited(proxied, "/ping", "127.0.0.3")
     # Another client is unaffected.
     with proxied.client() as client:
         assert proxied.request(client, "GET", DOMAIN, "/ping").status_code == 200
@@ -433,15 +439,7 @@ def test_streamed_dump_reaches_the_client_as_it_is_sent(streaming: tuple[Proxied
 def test_streamed_dump_router_keeps_the_rate_limit(streaming: tuple[Proxied, StreamingApi]) -> None:
     proxied, api = streaming
     api.release.set()
-    statuses: list[int] = []
-    with proxied.client(local_address="127.0.0.4") as client:
-        for _ in range(300):
-            answer = proxied.request(client, "GET", DOMAIN, "/models/vit_b32/dump.jsonl")
-            statuses.append(answer.status_code)
-            if answer.status_code == 429:
-                break
-    assert 429 in statuses, statuses
-    assert statuses.count(200) >= RATE_BURST, statuses
+    _until_rate_limited(proxied, "/models/vit_b32/dump.jsonl", "127.0.0.4")
 
 
 def test_only_get_of_the_dump_skips_the_body_limit(streaming: tuple[Proxied, StreamingApi]) -> None:
