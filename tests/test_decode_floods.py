@@ -1,4 +1,5 @@
-"""Hostile inputs that got around a limit of the front door, the fetcher or the decoder."""
+"""Image files whose structure (chunks, strips, segments, blocks, text) cost memory or CPU in Pillow
+before any limit applied."""
 
 from __future__ import annotations
 
