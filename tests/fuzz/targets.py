@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import resource
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -39,10 +40,24 @@ def text(data: bytes) -> str:
 DECODE_SETTINGS = Settings(min_image_side=1, max_image_pixels=4_000_000, max_image_side=64, decode_min_side=32)
 
 
+# At 4 Mpx the costliest decode (a WebP with alpha, 16 bytes a pixel) needs about 64 MiB: an input that
+# raises the process's peak memory by more than this costs more than its declared size allows.
+DECODE_MEMORY_MIB = 256
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def decode(data: bytes) -> None:
+    before = _peak_mib()
     try:
         image = decode_image(data, DECODE_SETTINGS)
     except IdiosError:
+        image = None
+    grown = _peak_mib() - before
+    assert grown < DECODE_MEMORY_MIB, f"one decode raised the peak memory by {grown:.0f} MiB"
+    if image is None:
         return
     assert image.mode == "RGB", image.mode
     assert 0 < max(image.size) <= DECODE_SETTINGS.max_image_side, image.size
