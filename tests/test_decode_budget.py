@@ -1,7 +1,7 @@
 """Decoding within a memory budget: small files that declare large images in wide modes, many decodes
 at once, slow decodes, and progressive JPEGs with thousands of scans.
 
-Memory is measured as the growth of peak RSS (`ru_maxrss`) in a fresh subprocess per case: Pillow's
+Memory is measured as the growth of peak RSS (`VmHWM`) in a fresh subprocess per case: Pillow's
 and numpy's buffers are C allocations that tracemalloc does not see.
 """
 
@@ -80,12 +80,13 @@ def _peak_growth(script: str, *args: str) -> dict:
     code = (
         textwrap.dedent(
             """
-        import asyncio, json, resource, sys
+        import asyncio, json, sys
         from idios.config import Settings
         from idios.decoding import decode_image, open_image
         from idios.jobs import JobRunner
-        def peak():
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        def peak():  # this process's own high-water mark, MiB (ru_maxrss may carry the parent's over exec)
+            line = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+            return int(line.split()[1]) / 1024
         before = peak()
         """
         )
