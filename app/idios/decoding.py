@@ -487,12 +487,12 @@ def return_freed_buffers() -> bool:
 
 
 class _Waiter:
-    __slots__ = ("cost", "future", "granted", "loop", "urgent")
+    __slots__ = ("cost", "future", "granted", "interactive", "loop")
 
-    def __init__(self, cost: int, loop: asyncio.AbstractEventLoop, urgent: bool) -> None:
+    def __init__(self, cost: int, loop: asyncio.AbstractEventLoop, interactive: bool) -> None:
         self.cost = cost
         self.loop = loop
-        self.urgent = urgent
+        self.interactive = interactive
         self.future: asyncio.Future[None] = loop.create_future()
         self.granted = False
 
@@ -501,8 +501,8 @@ class DecodeBudget:
     """Bytes of decoded images a process holds at once.
 
     `acquire` waits (in asyncio, holding no thread) until the cost fits; waiters are served in
-    arrival order, so a large image is not overtaken forever by small ones, except that urgent
-    (interactive) ones go ahead of the others (ingestion's). `release` may be
+    arrival order, so a large image is not overtaken forever by small ones, except that interactive
+    ones (searches, compares) go ahead of the others (ingestion's). `release` may be
     called from any thread (a pool thread when its decode ends). Costs larger than the whole
     budget wait for all of it (`open_image` refuses those first).
     """
@@ -521,14 +521,14 @@ class DecodeBudget:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def acquire(self, cost: int, *, urgent: bool = False) -> None:
+    async def acquire(self, cost: int, *, interactive: bool = False) -> None:
         cost = min(cost, self.capacity)
         with self._lock:
-            ahead = sum(1 for waiter in self._waiters if waiter.urgent) if urgent else len(self._waiters)
+            ahead = sum(1 for waiter in self._waiters if waiter.interactive) if interactive else len(self._waiters)
             if not ahead and self._used + cost <= self.capacity:
                 self._used += cost
                 return
-            waiter = _Waiter(cost, asyncio.get_running_loop(), urgent)
+            waiter = _Waiter(cost, asyncio.get_running_loop(), interactive)
             self._waiters.insert(ahead, waiter)
         try:
             await waiter.future

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 if TYPE_CHECKING:  # the API imports this module for `last_url`; it needs no Milvus client
-    from idios.models import ModelSpec
+    from idios.specs import ModelSpec
     from idios.store import Columns
 
 # What a message holds besides the page: the envelope (`{"ok":true,"raw":true,"value":...}`), AMQP's

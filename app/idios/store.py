@@ -32,7 +32,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from idios import expr
 from idios.errors import Invalid, Unavailable
 from idios.limits import URL_MAX_CHARS
-from idios.models.base import ModelSpec
+from idios.specs import ModelSpec
 
 log = logging.getLogger("idios.store")
 
@@ -65,6 +65,32 @@ class SchemaMismatch(RuntimeError):
 SciPyHelper.is_scipy_sparse(None)
 
 
+def is_input_error(exc: MilvusException) -> bool:
+    """Whether Milvus refused the request itself (a bad expression or parameter), rather than
+    failing to answer it: a 422 for the client, where unavailability is a 503 to retry."""
+    return (
+        exc.is_input_error
+        or exc.code in INPUT_ERROR_CODES
+        or exc.compatible_code == common_pb2.IllegalArgument
+        or BAD_EXPRESSION in (exc.message or "")
+    )
+
+
+@contextlib.contextmanager
+def milvus_errors(refused: str = "bad_query") -> Iterator[None]:
+    """pymilvus's errors, translated once at the store's edge (as httpx maps httpcore's): a request
+    Milvus refuses (a bad expression or parameter, rows it will not take) is Invalid (422, of type
+    `refused`: the caller's to fix, never to retry), and a Milvus that fails to answer is Unavailable
+    (503, to retry). Every public method of `Store` raises only these, so no caller imports pymilvus."""
+    try:
+        yield
+    except MilvusException as exc:
+        if is_input_error(exc):
+            raise Invalid(f"the vector store refused the request: {exc.message}", type=refused) from None
+        log.error("Milvus failed: %s", exc.message)
+        raise Unavailable(f"the vector store failed: {exc.message}", type="store_unavailable") from None
+
+
 @dataclass
 class Columns:
     """Entries as columns, in the same order: urls, stored vectors as one 2-D array (float32, or
@@ -87,7 +113,8 @@ class Hit:
 
 
 class Store:
-    """Thin layer over `MilvusClient` speaking in urls, vectors and metadata."""
+    """Thin layer over `MilvusClient` speaking in urls, vectors and metadata. Its methods raise
+    Idios's errors only (`milvus_errors`), and `SchemaMismatch` for a collection that does not fit."""
 
     def __init__(self, uri: str, *, token: str = "", prefix: str = "idios_", search_consistency: str = "Session"):
         self.uri = uri
@@ -104,9 +131,15 @@ class Store:
     def close(self) -> None:
         self.client.close()
 
+    @milvus_errors()
+    def ping(self) -> None:
+        """Raise Unavailable unless Milvus answers calls (a starting Milvus accepts connections first)."""
+        self.client.list_collections()
+
     def collection(self, spec: ModelSpec) -> str:
         return f"{self.prefix}{spec.name}"
 
+    @milvus_errors()
     @retry(
         retry=retry_if_exception_type(MilvusException),
         stop=stop_after_attempt(10),
@@ -177,6 +210,7 @@ class Store:
         metadata = [row["metadata"] or {} for row in rows]
         self.upsert_columns(spec, Columns(urls=[row["url"] for row in rows], vectors=vectors, metadata=metadata))
 
+    @milvus_errors("store_refused")
     def upsert_columns(self, spec: ModelSpec, columns: Columns) -> None:
         """Store entries given as columns in one request; an existing url is replaced, and of a url
         given more than once the last entry is kept (Milvus 2.3 and 2.5 would store each of them
@@ -219,11 +253,13 @@ class Store:
             self._descriptions[name] = self.client.describe_collection(name)
         return self._descriptions[name]
 
+    @milvus_errors("store_refused")
     def remove(self, spec: ModelSpec, url: str) -> None:
         self.client.delete(self.collection(spec), filter=expr.url_equals(url))
 
     # reads
 
+    @milvus_errors()
     def existing(self, spec: ModelSpec, urls: list[str]) -> set[str]:
         if not urls:
             return set()
@@ -232,36 +268,50 @@ class Store:
         )
         return {row["url"] for row in found}
 
+    @milvus_errors()
+    def metadata(self, spec: ModelSpec, urls: list[str]) -> dict[str, dict[str, Any]]:
+        """Stored metadata of those urls that are stored, read at once (Strong)."""
+        if not urls:
+            return {}
+        rows = self.client.query(
+            self.collection(spec),
+            filter=expr.url_in(urls),
+            output_fields=["url", "metadata"],
+            consistency_level="Strong",
+        )
+        return {row["url"]: row.get("metadata") or {} for row in rows}
+
+    @milvus_errors()
     def vectors(self, spec: ModelSpec, urls: list[str], *, strong: bool = False) -> dict[str, Any]:
         """Stored vectors of those urls that are stored."""
         if not urls:
             return {}
-        with _refusals_as_invalid():
-            rows = self.client.query(
-                self.collection(spec),
-                filter=expr.url_in(urls),
-                output_fields=["url", "vector"],
-                consistency_level="Strong" if strong else self.search_consistency,
-            )
+        rows = self.client.query(
+            self.collection(spec),
+            filter=expr.url_in(urls),
+            output_fields=["url", "vector"],
+            consistency_level="Strong" if strong else self.search_consistency,
+        )
         return {row["url"]: _vector(row["vector"]) for row in rows}
 
+    @milvus_errors()
     def search(self, spec: ModelSpec, vector: Any, *, limit: int, offset: int = 0, filter: str = "") -> list[Hit]:
         params: dict[str, Any] = {"metric_type": spec.metric}
         if spec.vector_kind == "float":
             params["params"] = {"ef": max(64, limit + offset)}
         query = bytes(vector) if spec.vector_kind == "binary" else list(map(float, vector))
-        with _refusals_as_invalid():  # a filter Milvus cannot use is the client's to fix
-            results = self.client.search(
-                self.collection(spec),
-                data=[query],
-                anns_field="vector",
-                limit=limit,
-                offset=offset,
-                filter=filter,
-                output_fields=["url", "metadata"],
-                search_params=params,
-                consistency_level=self.search_consistency,
-            )
+        # A filter Milvus cannot use is refused (422): the client's to fix.
+        results = self.client.search(
+            self.collection(spec),
+            data=[query],
+            anns_field="vector",
+            limit=limit,
+            offset=offset,
+            filter=filter,
+            output_fields=["url", "metadata"],
+            search_params=params,
+            consistency_level=self.search_consistency,
+        )
         hits = []
         for hit in results[0] if results else []:
             entity = hit.get("entity") or {}
@@ -269,6 +319,7 @@ class Store:
             hits.append(Hit(url=url, metadata=entity.get("metadata") or {}, score=float(hit["distance"])))
         return hits
 
+    @milvus_errors()
     def count(self, spec: ModelSpec) -> int:
         """Milvus answers count(*) from segment statistics: no rows are read."""
         rows = self.client.query(
@@ -276,6 +327,7 @@ class Store:
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
+    @milvus_errors()
     def page(self, spec: ModelSpec, cursor: str | None, limit: int, *, with_data: bool) -> list[dict[str, Any]]:
         """Rows with url > cursor, ascending, at most `limit`: {url}, or {url, vector, metadata}."""
         if with_data:
@@ -293,12 +345,12 @@ class Store:
         # pymilvus's own query iterator cannot serve here, it writes its cursor into an expression
         # unescaped.
         options = {"iterator": "True"} if self.lite else {}
-        with _refusals_as_invalid():
-            rows = self.client.query(
-                name, filter=after, output_fields=["url"], limit=limit, consistency_level="Strong", **options
-            )
+        rows = self.client.query(
+            name, filter=after, output_fields=["url"], limit=limit, consistency_level="Strong", **options
+        )
         return sorted(rows, key=lambda row: row["url"])[:limit]
 
+    @milvus_errors()
     def columns_after(self, spec: ModelSpec, cursor: str | None, limit: int) -> Columns:
         """Entries with url > cursor, ascending, at most `limit`, as columns.
 
@@ -317,15 +369,15 @@ class Store:
             cursor = page[-1]["url"]
         return Columns.empty(spec)
 
+    @milvus_errors()
     def columns_between(self, spec: ModelSpec, cursor: str | None, last: str, limit: int | None = None) -> Columns:
         """Entries with cursor < url <= last, ascending, as columns: all of them, or the first `limit`."""
-        with _refusals_as_invalid():
-            result = self.client.query(
-                self.collection(spec),
-                filter=expr.url_range(cursor, last),
-                output_fields=["url", "vector", "metadata"],
-                consistency_level="Strong",
-            )
+        result = self.client.query(
+            self.collection(spec),
+            filter=expr.url_range(cursor, last),
+            output_fields=["url", "vector", "metadata"],
+            consistency_level="Strong",
+        )
         if not result:
             return Columns.empty(spec)
         count = len(result)
@@ -348,28 +400,6 @@ class Store:
             vectors = vectors[order]
             metadata = [metadata[i] for i in order]
         return Columns(urls=urls, vectors=vectors, metadata=metadata)
-
-
-def is_input_error(exc: MilvusException) -> bool:
-    """Whether Milvus refused the request itself (a bad expression or parameter), rather than
-    failing to answer it: a 422 for the client, where unavailability is a 503 to retry."""
-    return (
-        exc.is_input_error
-        or exc.code in INPUT_ERROR_CODES
-        or exc.compatible_code == common_pb2.IllegalArgument
-        or BAD_EXPRESSION in (exc.message or "")
-    )
-
-
-@contextlib.contextmanager
-def _refusals_as_invalid() -> Iterator[None]:
-    """Milvus's refusals of a read as Invalid (422); anything else propagates as it is."""
-    try:
-        yield
-    except MilvusException as exc:
-        if not is_input_error(exc):
-            raise
-        raise Invalid(f"the vector store refused the query: {exc.message}", type="bad_query") from None
 
 
 def _last_of_each(urls: list[str]) -> list[int] | None:

@@ -18,12 +18,12 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from pymilvus.exceptions import MilvusException
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from idios.config import Settings
 from idios.errors import IdiosError, Invalid, TooLarge, Unavailable
-from idios.jobs import JobRunner, failed
+from idios.jobs import JobRunner
+from idios.protocol import Job, Reply, failed
 from idios.store import Store
 from idios.transport.queues import LANES, connect, declare, decode, encode, queue_name
 
@@ -97,22 +97,23 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
-        job: object = None
+        op = "unreadable"
         try:
-            job = decode(message.body)
-            if not isinstance(job, dict):
-                raise ValueError("job is not an object")
+            job = Job.from_wire(decode(message.body))
         except ValueError as exc:
             log.error("dropping an unreadable job: %s", exc)
-            envelope = failed(Invalid(f"unreadable job: {exc}", type="bad_job"))
+            reply = failed(Invalid(f"unreadable job: {exc}", type="bad_job"))
+        except IdiosError as exc:
+            log.error("refusing a job: %s", exc.msg)
+            reply = failed(exc)
         else:
-            if message.redelivered and job.get("op") == "add" and isinstance(job.get("args"), dict):
-                job["args"]["redelivered"] = True  # its own earlier write may be stored already
-            envelope = await self.runner.run(job)
+            op = job.op
+            # Handed out again: its own earlier write may be stored already.
+            reply = await self.runner.run(job.again() if message.redelivered else job)
         try:
             if message.reply_to:
                 replies = self._replies if self._replies is not None else channel
-                body = _encode_envelope(envelope, self.settings.max_message_bytes, job_op(job))
+                body = _encode_reply(reply, self.settings.max_message_bytes, op)
                 await replies.default_exchange.publish(
                     aio_pika.Message(body, correlation_id=message.correlation_id), routing_key=message.reply_to
                 )
@@ -120,9 +121,7 @@ class Worker:
         except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError, ConnectionError) as exc:
             # (A channel that has closed raises ChannelInvalidStateError, a RuntimeError, on publish and ack.)
             # The job's effect is stored (upserts are idempotent); unacked, it is redelivered and answered again.
-            log.warning(
-                "broker connection lost before a %s job was answered (%s); it will be redelivered", job_op(job), exc
-            )
+            log.warning("broker connection lost before a %s job was answered (%s); it will be redelivered", op, exc)
             # Only the reply channel may have closed: hand the job back now rather than hold it unacked.
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
@@ -152,9 +151,9 @@ class Worker:
     def health(self) -> tuple[bool, dict[str, Any]]:
         broker = bool(self.connection and not self.connection.is_closed and self.connection.connected.is_set())
         try:
-            self.runner.store.client.list_collections()
+            self.runner.store.ping()
             milvus = True
-        except Exception:
+        except IdiosError:
             milvus = False
         body = {"broker": broker, "milvus": milvus, "models": self.runner.status, "expired_jobs": self.runner.expired}
         return broker and milvus, body
@@ -173,15 +172,11 @@ class Worker:
             writer.close()
 
 
-def job_op(job: object) -> str:
-    return str(job.get("op")) if isinstance(job, dict) else "unreadable"
-
-
-def _encode_envelope(envelope: dict[str, Any], limit: int, op: str = "job") -> bytes:
+def _encode_reply(reply: Reply, limit: int, op: str = "job") -> bytes:
     """Every job gets an answer the broker takes: even one whose result cannot be serialised, or
     one larger than the broker's message limit (`limit` bytes), is answered by an error."""
     try:
-        body = encode(envelope)
+        body = encode(reply)
     except Exception as exc:
         log.exception("cannot serialise a job's answer")
         return encode(failed(IdiosError(f"the answer could not be serialised ({type(exc).__name__})", status=500)))
@@ -207,7 +202,7 @@ def connect_store(settings: Settings, *, wait_max: float = 10.0) -> Store:
     """The store, once Milvus answers: a worker may start before Milvus is up (or while it is still
     starting), as it may before the broker; it waits and says so, instead of exiting."""
     for attempt in Retrying(
-        retry=retry_if_exception_type((Unavailable, MilvusException, OSError)),
+        retry=retry_if_exception_type((Unavailable, OSError)),
         wait=wait_exponential(multiplier=0.5, max=wait_max),
         before_sleep=_log_milvus_retry,
         reraise=True,
@@ -220,7 +215,7 @@ def connect_store(settings: Settings, *, wait_max: float = 10.0) -> Store:
                 search_consistency=settings.milvus_consistency,
             )
             try:
-                store.client.list_collections()  # connected is not ready: a starting Milvus refuses calls
+                store.ping()  # connected is not ready: a starting Milvus refuses calls
             except BaseException:
                 store.close()
                 raise

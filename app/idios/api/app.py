@@ -20,6 +20,7 @@ from idios.api.routes import router
 from idios.auth import KeyRing
 from idios.config import Settings
 from idios.errors import IdiosError
+from idios.locks import KeyedLocks
 from idios.transport import Transport
 
 log = logging.getLogger("idios.api")
@@ -73,6 +74,7 @@ def create_app(settings: Settings, transport: Transport) -> FastAPI:
     app.state.settings = settings
     app.state.transport = transport
     app.state.keys = KeyRing.load(settings.api_keys, settings.api_keys_file)
+    app.state.new_urls = KeyedLocks()
     if app.state.keys.open:
         log.warning("no API keys configured: anyone who reaches this API can read and write")
     else:

@@ -21,7 +21,8 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 
-from idios import models, pages
+from idios import pages, specs
+from idios.api.deps import JobsDep, JobSender, NewUrlsDep, SpecDep, TransportDep
 from idios.api.schemas import (
     MAX_PAGE,
     AddRequest,
@@ -40,10 +41,19 @@ from idios.api.schemas import (
     SearchRequest,
 )
 from idios.auth import Scope
-from idios.config import Settings
 from idios.errors import Conflict, IdiosError, Invalid, TooLarge, Unavailable
-from idios.models import ModelSpec
-from idios.transport import KeyedLocks, Lane, Transport, make_job
+from idios.protocol import (
+    AddArgs,
+    CompareArgs,
+    CountArgs,
+    DumpArgs,
+    PingArgs,
+    RemoveArgs,
+    RestoreArgs,
+    SearchArgs,
+    UrlsArgs,
+)
+from idios.specs import ModelSpec
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -96,36 +106,11 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The API key may not do this"},
 }
 
+# The routes: `router` serves them all; `model_router` holds those of one model, under its path.
 router = APIRouter(responses=ERRORS)
+model_router = APIRouter(prefix="/models/{model}")
 
 NO_CONTENT = Response(status_code=204)
-
-
-def _transport(request: Request) -> Transport:
-    return request.app.state.transport
-
-
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-async def _call(
-    request: Request,
-    op: str,
-    model: str | None,
-    args: dict[str, Any],
-    lane: Lane,
-    *,
-    bulk: bool = False,
-    admit: bool = False,
-) -> Any:
-    if model is not None:
-        models.spec(model)  # 404 for an unknown model before anything is queued
-    settings = _settings(request)
-    transport = _transport(request)
-    await transport.ready(model, admit=admit)
-    timeout = settings.bulk_timeout if bulk else settings.request_timeout
-    return await transport.call(make_job(op, model, args, timeout), lane)
 
 
 @router.get(
@@ -137,13 +122,14 @@ async def _call(
 )
 async def ping(
     request: Request,
+    jobs: JobsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     rpc: bool = False,
 ) -> str:
     if rpc:
         presented = f"Bearer {credentials.credentials}" if credentials else request.headers.get("authorization")
         request.app.state.keys.check(presented, "read")
-        return await _call(request, "ping", None, {}, "interactive")
+        return await jobs.run(PingArgs())
     return "pong"
 
 
@@ -153,11 +139,10 @@ async def ping(
     responses=AUTH_ERRORS,
     summary="Every model with its dimension, metric, text support and status",
 )
-async def list_models(request: Request) -> list[ModelInfo]:
-    status = await _transport(request).model_status()
+async def list_models(transport: TransportDep) -> list[ModelInfo]:
+    status = await transport.model_status()
     answer = []
-    for name, cls in models.REGISTRY.items():
-        spec = cls.spec
+    for name, spec in specs.SPECS.items():
         state = status.get(name, {"status": "unavailable", "reason": "unknown"})
         answer.append(
             ModelInfo(
@@ -173,35 +158,16 @@ async def list_models(request: Request) -> list[ModelInfo]:
     return answer
 
 
-@router.post(
-    "/models/{model}/add",
+@model_router.post(
+    "/add",
     status_code=204,
     dependencies=WRITE,
     responses=AUTH_ERRORS,
     summary="Add or replace an image (upsert by url)",
 )
-async def add(request: Request, model: str, body: AddRequest) -> Response:
-    return await _add(request, model, body, "upsert")
-
-
-async def _add(request: Request, model: str, body: AddRequest, mode: str) -> Response:
-    """One image: `upsert` replaces a stored url's entry, `new` refuses it with 409."""
-    args = {"url": body.url, "metadata": body.metadata, "mode": mode}
-    if mode == "new":
-        async with _new_urls(request).hold((model, body.url)):
-            await _call(request, "add", model, args, "ingest", admit=True)
-    else:
-        await _call(request, "add", model, args, "ingest", admit=True)
+async def add(spec: SpecDep, jobs: JobsDep, body: AddRequest) -> Response:
+    await jobs.run(AddArgs(url=body.url, metadata=body.metadata, mode="upsert"), spec, admit=True)
     return NO_CONTENT
-
-
-def _new_urls(request: Request) -> KeyedLocks:
-    """This API's `new` adds (search_add, add_bulk) run one at a time per url, whichever worker
-    takes them: of two calls for one url, the second is sent once the first is stored, and finds it."""
-    state = request.app.state
-    if not hasattr(state, "new_urls"):
-        state.new_urls = KeyedLocks()
-    return state.new_urls
 
 
 SEARCH_ADD_GUARANTEE = (
@@ -212,20 +178,22 @@ SEARCH_ADD_GUARANTEE = (
 )
 
 
-@router.post(
-    "/models/{model}/search_add",
+@model_router.post(
+    "/search_add",
     dependencies=WRITE,
     status_code=204,
     summary="Add an image unless its url is stored (409)",
     description=SEARCH_ADD_GUARANTEE,
     responses={**AUTH_ERRORS, 409: {"model": ErrorBody, "description": "The url is stored already"}},
 )
-async def search_add(request: Request, model: str, body: AddRequest) -> Response:
-    return await _add(request, model, body, "new")
+async def search_add(spec: SpecDep, jobs: JobsDep, new_urls: NewUrlsDep, body: AddRequest) -> Response:
+    async with new_urls.hold((spec.name, body.url)):
+        await jobs.run(AddArgs(url=body.url, metadata=body.metadata, mode="new"), spec, admit=True)
+    return NO_CONTENT
 
 
-@router.post(
-    "/models/{model}/add_bulk",
+@model_router.post(
+    "/add_bulk",
     dependencies=WRITE,
     responses=AUTH_ERRORS,
     summary="Add many images; stored urls are reported as found",
@@ -235,13 +203,13 @@ async def search_add(request: Request, model: str, body: AddRequest) -> Response
     "sent a few at a time, never more than that limit at once.",
     openapi_extra=ADD_BULK_BODY,
 )
-async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body()]) -> BulkResult:
-    settings = _settings(request)
+async def add_bulk(
+    spec: SpecDep, jobs: JobsDep, new_urls: NewUrlsDep, body: Annotated[list[Any], Body()]
+) -> BulkResult:
+    settings, transport = jobs.settings, jobs.transport
     if len(body) > settings.max_bulk_items:
         raise TooLarge(f"at most {settings.max_bulk_items} items per request, got {len(body)}", type="too_many_items")
-    models.spec(model)
-    transport = _transport(request)
-    await transport.ready(model, admit=True)
+    await transport.ready(spec.name, admit=True)
     result = BulkResult(added=[], found=[], failed=[])
     items: list[AddRequest] = []
     for raw in body:
@@ -253,25 +221,17 @@ async def add_bulk(request: Request, model: str, body: Annotated[list[Any], Body
     # Every item becomes its own job, so workers share the load and batch items together. Each is
     # admitted like a single add; the gate keeps the request's own jobs under the limit.
     gate = asyncio.Semaphore(min(settings.prefetch * 4, settings.max_queued_jobs))
-    locks = _new_urls(request)
 
     async def one(item: AddRequest) -> tuple[str, str | None]:
-        async with gate, locks.hold((model, item.url)):
+        async with gate, new_urls.hold((spec.name, item.url)):
             try:
-                await transport.ready(model, admit=True)
+                await transport.ready(spec.name, admit=True)
             except Unavailable as exc:
                 if exc.type != "queue_full":
                     return "failed", exc.msg
                 return "failed", f"{QUEUE_FULL_ITEM} ({exc.msg})"
             try:
-                await _call(
-                    request,
-                    "add",
-                    model,
-                    {"url": item.url, "metadata": item.metadata, "mode": "new"},
-                    "ingest",
-                    bulk=True,
-                )
+                await jobs.run(AddArgs(url=item.url, metadata=item.metadata, mode="new"), spec, bulk=True)
                 return "added", None
             except IdiosError as exc:
                 return ("found", None) if exc.status == Conflict.status else ("failed", exc.msg)
@@ -298,24 +258,23 @@ RESTORE_BODY = {
 }
 
 
-@router.post(
-    "/models/{model}/restore",
+@model_router.post(
+    "/restore",
     status_code=204,
     dependencies=WRITE,
     responses=AUTH_ERRORS,
     summary="Store dumped rows as they are (no download)",
     openapi_extra=RESTORE_BODY,
 )
-async def restore(request: Request, model: str) -> Response:
-    spec = models.spec(model)
+async def restore(request: Request, spec: SpecDep, jobs: JobsDep) -> Response:
     body = await request.body()
     # Parsing a million floats takes a while: in a thread, the event loop keeps answering meanwhile.
-    args = await asyncio.to_thread(_restore_job, spec, body, _settings(request).max_restore_rows)
-    await _call(request, "restore", model, args, "ingest", bulk=True)
+    args = await asyncio.to_thread(_restore_args, spec, body, jobs.settings.max_restore_rows)
+    await jobs.run(args, spec, bulk=True)
     return NO_CONTENT
 
 
-def _restore_job(spec: ModelSpec, body: bytes, max_rows: int) -> dict[str, Any]:
+def _restore_args(spec: ModelSpec, body: bytes, max_rows: int) -> RestoreArgs:
     """Validate a restore body whole (nothing is stored unless every row is good) and turn it into
     the job's columns, the embeddings normalised to their stored form in one array."""
     # Parsed and validated in one pass by pydantic-core: restores carry millions of floats, and
@@ -333,46 +292,45 @@ def _restore_job(spec: ModelSpec, body: bytes, max_rows: int) -> dict[str, Any]:
                 type="wrong_dimension",
             )
     embeddings = np.array([row.embedding for row in rows], dtype=np.float64).reshape(len(rows), spec.dim)
-    return {
-        "urls": [row.url for row in rows],
-        "metadata": [row.metadata or {} for row in rows],
-        "vectors": spec.from_public(embeddings),  # packed for the wire by the transport that needs it
-    }
+    return RestoreArgs(
+        urls=[row.url for row in rows],
+        metadata=[row.metadata or {} for row in rows],
+        vectors=spec.from_public(embeddings),  # packed for the wire by the transport that needs it
+    )
 
 
-async def _search(request: Request, model: str, args: dict[str, Any]) -> list[SearchHit]:
-    spec = models.spec(model)
-    if args.get("text") is not None and not spec.accepts_text:
-        raise Invalid(f"model {model} has no text tower; search it by url or image", type="no_text_tower")
-    return await _call(request, "search", model, args, "interactive")
+async def _search(jobs: JobSender, spec: ModelSpec, args: SearchArgs) -> list[SearchHit]:
+    if args.text is not None and not spec.accepts_text:
+        raise Invalid(f"model {spec.name} has no text tower; search it by url or image", type="no_text_tower")
+    return await jobs.run(args, spec)
 
 
-@router.post(
-    "/models/{model}/search",
+@model_router.post(
+    "/search",
     dependencies=READ,
     responses=AUTH_ERRORS,
     summary="Similar images to a url, a text or a base64 image; best first",
 )
-async def search(request: Request, model: str, body: SearchRequest) -> list[SearchHit]:
-    return await _search(request, model, body.model_dump())
+async def search(spec: SpecDep, jobs: JobsDep, body: SearchRequest) -> list[SearchHit]:
+    return await _search(jobs, spec, SearchArgs(**body.model_dump()))
 
 
-@router.post(
-    "/models/{model}/search/upload",
+@model_router.post(
+    "/search/upload",
     dependencies=READ,
     responses=AUTH_ERRORS,
     summary="Similar images to an uploaded file (multipart)",
 )
 async def search_upload(
-    request: Request,
-    model: str,
+    spec: SpecDep,
+    jobs: JobsDep,
     file: Annotated[UploadFile, File(description="The query image")],
     limit: Annotated[int, Form(ge=1, le=1000)] = 10,
     offset: Annotated[int, Form(ge=0, le=10000)] = 0,
     min_similarity: Annotated[float, Form(ge=0, le=100)] = 0.0,
     filter: Annotated[str | None, Form(description='JSON object, e.g. {"tags": "letter"}')] = None,
 ) -> list[SearchHit]:
-    limit_bytes = _settings(request).max_download_bytes
+    limit_bytes = jobs.settings.max_download_bytes
     data = await file.read(limit_bytes + 1)
     if len(data) > limit_bytes:
         raise TooLarge(f"image is larger than {limit_bytes} bytes", type="image_too_large")
@@ -384,39 +342,38 @@ async def search_upload(
         )
     except (ValueError, ValidationError) as exc:
         raise Invalid(f"bad filter: {exc}", type="bad_filter") from None
-    return await _search(request, model, {**options.model_dump(), "image": base64.b64encode(data).decode()})
+    args = SearchArgs(**options.model_dump(), image=base64.b64encode(data).decode())
+    return await _search(jobs, spec, args)
 
 
-@router.post(
-    "/models/{model}/compare", dependencies=READ, responses=AUTH_ERRORS, summary="Similarity 0-100 of two images"
-)
-async def compare(request: Request, model: str, body: CompareRequest) -> float:
-    return await _call(request, "compare", model, body.model_dump(), "interactive")
+@model_router.post("/compare", dependencies=READ, responses=AUTH_ERRORS, summary="Similarity 0-100 of two images")
+async def compare(spec: SpecDep, jobs: JobsDep, body: CompareRequest) -> float:
+    return await jobs.run(CompareArgs(**body.model_dump()), spec)
 
 
-@router.post(
-    "/models/{model}/urls",
+@model_router.post(
+    "/urls",
     dependencies=READ,
     responses=AUTH_ERRORS,
     summary="Stored urls, ascending, strictly after the cursor",
 )
-async def urls(request: Request, model: str, body: PageRequest | None = None) -> list[str]:
+async def urls(spec: SpecDep, jobs: JobsDep, body: PageRequest | None = None) -> list[str]:
     page = body or PageRequest()
-    return await _call(request, "urls", model, page.model_dump(), "light")
+    return await jobs.run(UrlsArgs(cursor=page.cursor, limit=page.limit), spec)
 
 
-@router.post(
-    "/models/{model}/dump",
+@model_router.post(
+    "/dump",
     dependencies=READ,
     responses=AUTH_ERRORS,
     summary="Stored rows with embeddings, ascending by url, after the cursor",
     response_model=list[DumpRow],
 )
-async def dump(request: Request, model: str, body: PageRequest | None = None) -> Response:
+async def dump(spec: SpecDep, jobs: JobsDep, body: PageRequest | None = None) -> Response:
     """At most `limit` rows, fewer where more would pass the broker's message size: continue with
     the last url of each page as the next cursor until a page comes back empty."""
     page = body or PageRequest()
-    rows = await _call(request, "dump", model, page.model_dump(), "light", bulk=True)
+    rows = await jobs.run(DumpArgs(cursor=page.cursor, limit=page.limit), spec, bulk=True)
     # The worker answers the page already encoded (an orjson.Fragment, passed through as it is); an
     # older worker answers the rows themselves. Either way they are what the schema says.
     return Response(orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
@@ -427,8 +384,8 @@ async def dump(request: Request, model: str, body: PageRequest | None = None) ->
 DUMP_IN_FLIGHT = 2
 
 
-@router.get(
-    "/models/{model}/dump.jsonl",
+@model_router.get(
+    "/dump.jsonl",
     dependencies=READ,
     responses={
         **AUTH_ERRORS,
@@ -438,8 +395,8 @@ DUMP_IN_FLIGHT = 2
     response_class=StreamingResponse,
 )
 async def dump_stream(
-    request: Request,
-    model: str,
+    spec: SpecDep,
+    jobs: JobsDep,
     after: Annotated[Cursor, Query(description="Start strictly after this url (resume an interrupted dump).")] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows per store query.")] = 5000,
 ) -> StreamingResponse:
@@ -454,15 +411,15 @@ async def dump_stream(
     # range, rows written into it since included, as far as fits in one message: when it stops
     # short, the rest of its range is the next job, before the ranges already under way.
     # The urls per range: no more than an answer can carry, and fewer once an answer stops short.
-    size = min(page, pages.rows_that_fit(models.spec(model), pages.budget(_settings(request).max_message_bytes)))
+    size = min(page, pages.rows_that_fit(spec, pages.budget(jobs.settings.max_message_bytes)))
 
     def range_job(cursor: str | None, last: str) -> tuple[str, asyncio.Task[str]]:
-        args = {"cursor": cursor, "limit": size, "last": last}
-        return last, asyncio.ensure_future(_call(request, "dump", model, args, "light", bulk=True))
+        args = DumpArgs(cursor=cursor, limit=size, last=last)
+        return last, asyncio.ensure_future(jobs.run(args, spec, bulk=True))
 
     async def next_range(cursor: str | None) -> tuple[str, asyncio.Task[str]] | None:
         """The next range's last url and the job fetching its rows; None at the end."""
-        urls = await _call(request, "urls", model, {"cursor": cursor, "limit": size}, "light")
+        urls = await jobs.run(UrlsArgs(cursor=cursor, limit=size), spec)
         return range_job(cursor, urls[-1]) if urls else None
 
     first = await next_range(after)  # errors here (unknown model, no worker) are ordinary HTTP errors
@@ -494,18 +451,21 @@ async def dump_stream(
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-@router.get("/models/{model}/count", dependencies=READ, responses=AUTH_ERRORS, summary="Number of stored images")
-async def count(request: Request, model: str) -> int:
-    return await _call(request, "count", model, {}, "light")
+@model_router.get("/count", dependencies=READ, responses=AUTH_ERRORS, summary="Number of stored images")
+async def count(spec: SpecDep, jobs: JobsDep) -> int:
+    return await jobs.run(CountArgs(), spec)
 
 
-@router.post(
-    "/models/{model}/remove",
+@model_router.post(
+    "/remove",
     status_code=204,
     dependencies=WRITE,
     responses=AUTH_ERRORS,
     summary="Remove an image by url",
 )
-async def remove(request: Request, model: str, body: RemoveRequest) -> Response:
-    await _call(request, "remove", model, {"url": body.url}, "ingest")
+async def remove(spec: SpecDep, jobs: JobsDep, body: RemoveRequest) -> Response:
+    await jobs.run(RemoveArgs(url=body.url), spec)
     return NO_CONTENT
+
+
+router.include_router(model_router)

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from idios import heap
+from idios import heap, specs
 from idios.models import onnx
-from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable, pass_threads
+from idios.models.base import EmbeddingModel, ModelUnavailable, pass_threads
 from idios.models.weights import random_weights, seed_torch, weights_file
 
 if TYPE_CHECKING:
@@ -127,26 +127,26 @@ class ClipModel(EmbeddingModel):
 
         return pixels(images, self.image_size)
 
-    def embed_pixels(self, batch: np.ndarray, urgent: bool = False) -> list[Any]:
-        with self.lock.hold(urgent):
+    def embed_pixels(self, batch: np.ndarray, interactive: bool = False) -> list[Any]:
+        with self.pass_slots.hold(interactive):
             return list(self._image_tower(batch))
 
-    def embed_images(self, images: list[Image], urgent: bool = False) -> list[Any]:
-        return self.embed_pixels(self.pixels(images), urgent)
+    def embed_images(self, images: list[Image], interactive: bool = False) -> list[Any]:
+        return self.embed_pixels(self.pixels(images), interactive)
 
     def embed_texts(self, texts: list[str]) -> list[Any]:
         tokens = self._tokenizer(texts)
-        with self.lock.hold(urgent=True):
+        with self.pass_slots.hold(interactive=True):
             return list(self._text_tower(tokens))
 
 
 class VitB32(ClipModel):
-    spec = ModelSpec("vit_b32", 512, "COSINE", "float", True, "CLIP ViT-B/32 (OpenAI weights), image and text")
+    spec = specs.VIT_B32
     architecture = "ViT-B-32"
     pretrained = "openai"
 
 
 class VitL14(ClipModel):
-    spec = ModelSpec("vit_l14", 768, "COSINE", "float", True, "CLIP ViT-L/14 (OpenAI weights), image and text")
+    spec = specs.VIT_L14
     architecture = "ViT-L-14"
     pretrained = "openai"

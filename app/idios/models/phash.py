@@ -6,14 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable
+from idios import specs
+from idios.models.base import EmbeddingModel, ModelUnavailable
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 
 class PerceptualHash(EmbeddingModel):
-    spec = ModelSpec("phash", 64, "HAMMING", "binary", False, "64-bit perceptual hash for near-duplicates")
+    spec = specs.PHASH
 
     def load(self) -> None:
         try:
@@ -22,5 +23,5 @@ class PerceptualHash(EmbeddingModel):
             raise ModelUnavailable(f"missing package: {exc.name}") from exc
         self._imagehash = imagehash
 
-    def embed_images(self, images: list[Image], urgent: bool = False) -> list[Any]:
+    def embed_images(self, images: list[Image], interactive: bool = False) -> list[Any]:
         return [np.packbits(self._imagehash.phash(image).hash.flatten()).tobytes() for image in images]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from idios.models.base import EmbeddingModel, ModelSpec, ModelUnavailable, pass_threads
+from idios import specs
+from idios.models.base import EmbeddingModel, ModelUnavailable, pass_threads
 from idios.models.weights import random_weights, seed_torch, weights_file
 
 if TYPE_CHECKING:
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class ResNet50(EmbeddingModel):
-    spec = ModelSpec("resnet50", 2048, "COSINE", "float", False, "ResNet-50 (ImageNet), pooled features, image only")
+    spec = specs.RESNET50
 
     def load(self) -> None:
         try:
@@ -44,10 +45,10 @@ class ResNet50(EmbeddingModel):
         self._model = model
         self._preprocess = weights.transforms()
 
-    def embed_images(self, images: list[Image], urgent: bool = False) -> list[Any]:
+    def embed_images(self, images: list[Image], interactive: bool = False) -> list[Any]:
         torch = self._torch
         batch = torch.stack([self._preprocess(image) for image in images]).to(self._device)
-        with self.lock.hold(urgent), torch.inference_mode():
+        with self.pass_slots.hold(interactive), torch.inference_mode():
             features = self._model(batch)
             features = features / features.norm(dim=-1, keepdim=True)
         return list(features.float().cpu().numpy())

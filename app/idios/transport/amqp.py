@@ -21,8 +21,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 
 from idios.config import Settings
 from idios.errors import Timeout, TooLarge, Unavailable
-from idios.models import REGISTRY
-from idios.transport import Lane, Transport, make_job, unwrap
+from idios.protocol import Job, StatusArgs, unwrap
+from idios.specs import SPECS
+from idios.transport import Transport
 from idios.transport.queues import LANES, connect, declare, decode, encode_job, queue_name
 
 log = logging.getLogger("idios.transport.amqp")
@@ -61,7 +62,7 @@ class AmqpTransport(Transport):
         connection.close_callbacks.add(self._on_connection_lost)
         connection.reconnect_callbacks.add(self._on_reconnect)
         channel = await connection.channel(publisher_confirms=True)
-        for name in REGISTRY:
+        for name in SPECS:
             for lane in LANES:
                 await declare(channel, queue_name(self.settings.queue_prefix, name, lane))
         await declare(channel, queue_name(self.settings.queue_prefix, None))
@@ -123,19 +124,19 @@ class AmqpTransport(Transport):
         except Exception as exc:
             future.set_exception(Unavailable(f"unreadable reply from a worker: {exc}", type="bad_reply"))
 
-    async def call(self, job: dict[str, Any], lane: Lane) -> Any:
+    async def call(self, job: Job[Any]) -> Any:
         channel = self._live_channel()
-        body = encode_job(job)
+        body = encode_job(job.to_wire())
         limit = self.settings.max_message_bytes
         if len(body) > limit:
             # The broker would refuse it by closing the channel: say why, and keep the channel.
             raise TooLarge(
-                f"this {job.get('op')} request makes a job of {len(body)} bytes, more than the job broker's limit "
+                f"this {job.op} request makes a job of {len(body)} bytes, more than the job broker's limit "
                 f"of {limit} bytes (IDIOS_MAX_MESSAGE_BYTES); send fewer rows or a smaller image",
                 type="job_too_large",
             )
         correlation_id = uuid.uuid4().hex
-        remaining = float(job["deadline"]) - time.time()
+        remaining = job.deadline - time.time()
         if remaining <= 0:
             raise Timeout("the request timed out before it was sent", type="deadline")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -146,18 +147,18 @@ class AmqpTransport(Transport):
             reply_to=self.reply_queue_name,
             expiration=remaining,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-            if lane == "ingest"
+            if job.lane == "ingest"
             else aio_pika.DeliveryMode.NOT_PERSISTENT,
             content_type="application/json",
         )
-        routing_key = queue_name(self.settings.queue_prefix, job.get("model"), lane)
-        fresh = self._fresh.setdefault(routing_key, set()) if lane == "ingest" else set()
+        routing_key = queue_name(self.settings.queue_prefix, job.model, job.lane)
+        fresh = self._fresh.setdefault(routing_key, set()) if job.lane == "ingest" else set()
         fresh.add(correlation_id)
         try:
             await channel.default_exchange.publish(message, routing_key=routing_key, timeout=remaining)
-            envelope = await asyncio.wait_for(future, timeout=max(0.0, float(job["deadline"]) - time.time()))
+            envelope = await asyncio.wait_for(future, timeout=max(0.0, job.deadline - time.time()))
         except TimeoutError:
-            raise Timeout(f"no worker answered within {job.get('timeout', 0):.0f}s", type="worker_timeout") from None
+            raise Timeout(f"no worker answered within {job.timeout:.0f}s", type="worker_timeout") from None
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise Unavailable(f"the job broker failed: {exc}", type="broker_unavailable") from None
         finally:
@@ -204,11 +205,11 @@ class AmqpTransport(Transport):
         reported: dict[str, dict[str, str]] = {}
         try:
             await self.ready(None)
-            reported = await self.call(make_job("status", None, None, STATUS_TIMEOUT), "interactive")
+            reported = await self.call(Job.of(StatusArgs(), None, STATUS_TIMEOUT))
         except Exception as exc:
             log.info("no worker status: %s", exc)
         status = {}
-        for name in REGISTRY:
+        for name in SPECS:
             try:
                 serving = await self._consumer_count(queue_name(self.settings.queue_prefix, name, "interactive"))
             except Unavailable as exc:

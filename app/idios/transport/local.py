@@ -8,8 +8,9 @@ from typing import Any
 
 from idios.errors import Unavailable
 from idios.jobs import JobRunner
-from idios.models import REGISTRY
-from idios.transport import Lane, Transport, unwrap
+from idios.protocol import Job, unwrap
+from idios.specs import SPECS
+from idios.transport import Transport
 
 log = logging.getLogger("idios.transport.local")
 
@@ -28,12 +29,12 @@ class LocalTransport(Transport):
             await asyncio.gather(self._loading, return_exceptions=True)
         await self.runner.aclose()
 
-    async def call(self, job: dict[str, Any], lane: Lane) -> Any:
+    async def call(self, job: Job[Any]) -> Any:
         return unwrap(await self.runner.run(job))
 
     async def model_status(self) -> dict[str, dict[str, str]]:
-        status = {name: {"status": "unavailable", "reason": "not listed in IDIOS_MODELS"} for name in REGISTRY}
-        status.update({name: dict(state) for name, state in self.runner.status.items() if name in REGISTRY})
+        status = {name: {"status": "unavailable", "reason": "not listed in IDIOS_MODELS"} for name in SPECS}
+        status.update({name: dict(state) for name, state in self.runner.status.items() if name in SPECS})
         return status
 
     async def ready(self, model: str | None, *, admit: bool = False) -> None:

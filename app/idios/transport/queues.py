@@ -12,7 +12,7 @@ import orjson
 from aio_pika.abc import AbstractRobustConnection
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from idios.transport import Lane
+from idios.protocol import Lane
 from idios.wire import to_wire
 
 LANES: tuple[Lane, ...] = ("interactive", "light", "ingest")
