@@ -38,7 +38,7 @@ class LocalStack:
             "IDIOS_MODELS": models,
             "IDIOS_LOG_LEVEL": "WARNING",
             # Workers sharing the cores split them rather than fight over them.
-            "IDIOS_TORCH_THREADS": str(max(1, cores // max(1, workers))),
+            "IDIOS_MODEL_THREADS": str(max(1, cores // max(1, workers))),
         }
         self.processes: dict[str, Process] = {}
         log_dir.mkdir(parents=True, exist_ok=True)

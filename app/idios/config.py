@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_USER_AGENT = "Idios/0.1 (+https://github.com/idios/idios; reverse image search)"
@@ -23,7 +22,7 @@ def _split_csv(value: object) -> object:
 class Settings(BaseSettings):
     """Settings shared by `idios serve`, `idios api` and `idios worker`."""
 
-    model_config = SettingsConfigDict(env_prefix="IDIOS_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="IDIOS_", env_file=".env", extra="ignore", populate_by_name=True)
 
     log_level: str = Field("INFO", description="Logging level.")
 
@@ -103,20 +102,25 @@ class Settings(BaseSettings):
     weights_dir: Path | None = Field(None, description="Directory holding model weights (else the usual caches).")
     batch_size: int = Field(16, gt=0, description="Most images embedded in one forward pass.")
     batch_linger_ms: float = Field(5.0, ge=0, description="How long a batch waits for more jobs to arrive.")
-    torch_threads: int = Field(
-        0, ge=0, description="Cores the model's forward passes use in all (ONNX Runtime or torch); 0 uses every core."
+    model_threads: int = Field(
+        0,
+        ge=0,
+        # The name it had when only torch ran the models is read too.
+        validation_alias=AliasChoices("IDIOS_MODEL_THREADS", "IDIOS_TORCH_THREADS"),
+        description="Cores the model's forward passes use in all (ONNX Runtime or torch); 0 uses every core. "
+        "IDIOS_TORCH_THREADS, its former name, is read too.",
     )
     pass_threads: int = Field(
         1,
         ge=0,
-        description="Threads of each forward pass; the model runs IDIOS_TORCH_THREADS / this many batches side by "
-        "side. One thread per pass gives the most images/s on CPU (the threads of one pass wait for each other "
-        "at every layer); more make a single search's pass faster. 0: one pass at a time on all of them.",
+        description="Threads of each forward pass; the model runs IDIOS_MODEL_THREADS / this many batches side by "
+        "side. One thread per pass gives the most images/s on CPU; more make a single search's pass faster "
+        "(README: Performance). 0: one pass at a time on all of them.",
     )
     runtime: Literal["onnx", "torch"] = Field(
         "onnx",
         description="How the CLIP models run: 'onnx' exports them once to ONNX (into IDIOS_ONNX_DIR) and runs "
-        "them with ONNX Runtime, without torch in the worker (about 400 MB smaller); 'torch' "
+        "them with ONNX Runtime, without torch in the worker; 'torch' "
         "runs open_clip itself (the GPU's choice). ResNet-50 always runs on torch.",
     )
     onnx_dir: Path | None = Field(
@@ -127,17 +131,16 @@ class Settings(BaseSettings):
     quantize: Literal["none", "int8"] = Field(
         "int8",
         description="'int8' stores the CLIP models' matrix weights as 8-bit integers (dynamic quantisation, "
-        "CPU): about a quarter of the memory and up to twice the speed; embeddings keep a cosine above "
-        "0.999 with float32's. 'none' keeps float32 (the exact reference vectors). A GPU ignores it and "
+        "CPU): less memory and faster passes, embeddings close to float32's (README: Performance). 'none' "
+        "keeps float32 (the exact reference vectors). A GPU ignores it and "
         "follows IDIOS_GPU_PRECISION. ResNet-50 and phash are unaffected.",
     )
     gpu_precision: Literal["float16", "tf32", "float32"] = Field(
         "float16",
         description="How the CLIP models compute on a GPU (IDIOS_RUNTIME=torch): 'float16' casts the model "
         "to half precision, as OpenAI's own CLIP runs on a GPU; 'tf32' keeps float32 weights and lets "
-        "matrix products round their inputs to TF32; 'float32' gives the exact reference vectors. On an "
-        "H200, ViT-L/14 embeds about 2,000 (float16), 1,000 (tf32) and 270 (float32) images/s, with a "
-        "cosine above 0.99999 between each and float32's embeddings.",
+        "matrix products round their inputs to TF32; 'float32' gives the exact reference vectors "
+        "(figures: README, Performance).",
     )
 
     # Image fetching
@@ -166,8 +169,7 @@ class Settings(BaseSettings):
         100,
         gt=0,
         description="JPEGs with more scans are refused (422) before decoding: every scan of a progressive JPEG "
-        "is a pass over the whole image (a 94 KB 16 Mpx JPEG of 1,000 tiny scans took 2.9 s of CPU), and real "
-        "ones have about 10; a limit of 1,000 would still allow some 10 s of CPU for a 52 Mpx image.",
+        "is a pass over the whole image, and real ones have about 10.",
     )
     decode_budget_bytes: int = Field(
         1024 * 1024 * 1024,
@@ -175,9 +177,7 @@ class Settings(BaseSettings):
         description="Bytes of decoded images a worker holds at once, over all its decodes (each image's cost is "
         "estimated from its header: width x height x bytes per pixel of its mode, plus decoder buffers and the "
         "RGB result); further decodes wait their turn, and an image costing more than all of it is refused "
-        "(413). 1 GiB decodes three of the largest PNGs at once (52 Mpx: about 160 MiB in 16-bit grey, 260 MiB "
-        "in RGBA), two float TIFFs (470 MiB) or one WebP (890 MiB: libwebp's own buffers); a JPEG decodes at "
-        "reduced scale and costs little (a 52 Mpx one about 40 MiB, 190 MiB if progressive).",
+        "(413). README: Image fetching safety says what the largest images cost.",
     )
     decode_timeout: float = Field(
         10.0,
@@ -236,11 +236,6 @@ class Settings(BaseSettings):
         for net in value:
             ipaddress.ip_network(net, strict=False)
         return value
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
 
 
 def _loopback(host: str | None) -> bool:

@@ -82,7 +82,3 @@ def metadata_filter(equalities: Mapping[str, Scalar] | None) -> str:
         clauses.append(f"metadata[{string_literal(key)}] == {scalar_literal(value)}")
     return " and ".join(clauses)
 
-
-def combine(*clauses: str) -> str:
-    parts = [clause for clause in clauses if clause]
-    return " and ".join(f"({part})" for part in parts)

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import httpcore
 import httpx
-from PIL import Image
 
 from .config import Settings
 from .decoding import decode_image
@@ -463,10 +462,4 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def load_image(fetcher: ImageFetcher, url: str, settings: Settings) -> Image.Image:
-    """Fetch `url` and decode it in a worker thread."""
-    data = await fetcher.fetch(url)
-    return await asyncio.to_thread(decode_image, data, settings)
-
-
-__all__ = ["ImageFetcher", "decode_image", "load_image"]
+__all__ = ["ImageFetcher", "decode_image"]

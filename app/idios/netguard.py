@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 
 from .errors import Invalid
+from .limits import URL_MAX_CHARS
 
-MAX_URL_LENGTH = 2083
 ALLOWED_SCHEMES = ("http", "https")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -60,8 +60,8 @@ def validate_url(url: str) -> str:
     if not isinstance(url, str):
         raise Invalid("url must be a string", type="url_scheme")
     url = url.strip()
-    if len(url) > MAX_URL_LENGTH:
-        raise Invalid(f"url is longer than {MAX_URL_LENGTH} characters ({len(url)})", type="url_too_long")
+    if len(url) > URL_MAX_CHARS:
+        raise Invalid(f"url is longer than {URL_MAX_CHARS} characters ({len(url)})", type="url_too_long")
     if _is_plain(url):
         return url
     return _checked_by_httpx(url)
@@ -100,13 +100,6 @@ def _checked_by_httpx(url: str) -> str:
     if not host:
         raise Invalid("url has no host", type="url_host")
     return url
-
-
-def url_host_port(url: str) -> tuple[str, int]:
-    """Host (without brackets) and port an http(s) url connects to."""
-    parsed = httpx.URL(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return parsed.host, port
 
 
 def _parse_ip(value: str) -> IPAddress | None:

@@ -167,10 +167,6 @@ class CompareRequest(Strict):
         return self
 
 
-class Similarity(BaseModel):
-    similarity: float
-
-
 class PageRequest(Strict):
     cursor: Cursor = None
     limit: int = Field(1000, ge=1, le=MAX_PAGE)

@@ -54,8 +54,8 @@ class PassSlots:
 
 
 def model_cores(settings: Settings) -> int:
-    """Cores the forward passes use in all (IDIOS_TORCH_THREADS, for either runtime); 0 means every core."""
-    return settings.torch_threads or os.cpu_count() or 1
+    """Cores the forward passes use in all (IDIOS_MODEL_THREADS, for either runtime); 0 means every core."""
+    return settings.model_threads or os.cpu_count() or 1
 
 
 def pass_threads(settings: Settings) -> int:
