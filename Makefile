@@ -52,9 +52,10 @@ run: $(VENV)/.serve ## install, then start `idios serve` (API + worker + embedde
 test-deps: ## check what the tests need from the machine (Chromium, docker-compose, RabbitMQ); as root, install it
 	PYTHON=$(PYTHON) VENV=$(VENV) bash tests/setup-machine.sh
 
-test: test-deps $(VENV)/.dev ## set up the machine (test-deps), install the dev extras, then lint and run the test suite
+test: test-deps $(VENV)/.dev ## set up the machine (test-deps), install the dev extras, then lint, type check and run the test suite
 	$(BIN)/ruff check app tests benchmarks
 	$(BIN)/ruff format --check app tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 FUZZ_SECONDS ?= 120
@@ -66,9 +67,10 @@ BENCH_ARGS ?=
 bench: $(VENV)/.dev ## benchmark a local stack, write benchmarks/results/<date>-<host>.md (BENCH_ARGS=--quick: 5 min)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-lint: $(VENV)/.dev ## ruff check and format check
+lint: $(VENV)/.dev ## ruff check and format check, mypy type check
 	$(BIN)/ruff check app tests benchmarks
 	$(BIN)/ruff format --check app tests benchmarks
+	$(BIN)/mypy
 
 format: $(VENV)/.dev ## format the code
 	$(BIN)/ruff format app tests benchmarks

@@ -38,7 +38,7 @@ def parse_entry(entry: str) -> tuple[str, Scope]:
     digest = digest.strip().lower()
     if scope not in SCOPES or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError(ENTRY_FORMAT)
-    return digest, scope  # type: ignore[return-value]
+    return digest, scope
 
 
 def read_keys_file(path: Path) -> list[tuple[str, Scope]]:

@@ -95,7 +95,7 @@ def _serve_http(app: Any, settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         # uvicorn's own 5 s equals httpx's keep-alive expiry and is far below a proxy's (Traefik: 90 s
         # unless set): a client could send a request just as the API closes the connection, and lose it.
-        timeout_keep_alive=settings.keep_alive,
+        timeout_keep_alive=settings.keep_alive,  # type: ignore[arg-type]  # typed int, float works in uvicorn
     )
 
 

@@ -125,7 +125,7 @@ def settings_table() -> str:
     """Markdown table of every IDIOS_* variable, its default and its description."""
     rows = ["| Variable | Default | Description |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = field.default_factory() if field.default_factory else field.default
+        default = field.get_default(call_default_factory=True)
         if isinstance(default, list):
             default = ",".join(default)
         shown = "" if default is None else str(default)

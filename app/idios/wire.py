@@ -15,7 +15,7 @@ import numpy as np
 
 from idios.errors import Invalid
 
-DTYPES = {np.dtype("<f4").str: np.dtype("<f4"), np.dtype("u1").str: np.dtype("u1")}
+DTYPES: dict[str, np.dtype[Any]] = {np.dtype("<f4").str: np.dtype("<f4"), np.dtype("u1").str: np.dtype("u1")}
 
 
 def pack_array(array: np.ndarray) -> dict[str, Any]:

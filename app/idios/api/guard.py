@@ -88,7 +88,7 @@ def body_limits(settings: Settings) -> dict[str, tuple[int, str]]:
     }
 
 
-def route_doors(routes: Iterable[BaseRoute], settings: Settings) -> list[tuple[BaseRoute, Door]]:
+def route_doors(routes: Iterable[BaseRoute], settings: Settings) -> list[tuple[APIRoute, Door]]:
     """A Door for every API route: the key scope its dependencies require, its body limit, and the
     media type of its body (multipart where it takes files or form fields, else JSON)."""
     from idios.api.routes import required_scope
@@ -100,7 +100,7 @@ def route_doors(routes: Iterable[BaseRoute], settings: Settings) -> list[tuple[B
             continue
         limit, why = limits.get(route.name, (SMALL_BODY, ""))
         media_type = None
-        if route.methods & WITH_BODY:
+        if WITH_BODY.intersection(route.methods or ()):  # Starlette types methods as optional
             form = any(isinstance(p.field_info, fastapi_params.Form) for p in route.dependant.body_params)
             media_type = MULTIPART if form else JSON
         doors.append((route, Door(required_scope(route), limit, media_type, why)))

@@ -55,7 +55,7 @@ class ClipTokenizer:
         from tokenizers import Regex, Tokenizer, models, pre_tokenizers
         from tokenizers.pre_tokenizers import ByteLevel
 
-        merges = [tuple(line.split()) for line in _bpe_lines()[1 : 49152 - 256 - 2 + 1]]
+        merges = [_merge_pair(line) for line in _bpe_lines()[1 : 49152 - 256 - 2 + 1]]
         byte_symbols = list(_BYTE_TO_UNICODE.values())  # open_clip's order: printable bytes first
         vocab = byte_symbols + [symbol + "</w>" for symbol in byte_symbols]
         vocab += ["".join(merge) for merge in merges] + [self.START, self.END]
@@ -89,6 +89,12 @@ class ClipTokenizer:
                 ids[-1] = self._end
             tokens[i, : len(ids)] = ids
         return tokens
+
+
+def _merge_pair(line: str) -> tuple[str, str]:
+    """One line of the merges file: the two symbols it joins."""
+    first, second = line.split()
+    return first, second
 
 
 def _bpe_lines() -> list[str]:

@@ -102,6 +102,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
             # open_clip reads its blocks' weight dtype to cast the text input; this is its hook for int8 layers.
-            module.int8_original_dtype = torch.float32
+            module.int8_original_dtype = torch.float32  # type: ignore[assignment]  # Module stores any value
     release_memory()
     return model
