@@ -98,10 +98,11 @@ class Compute:
             raise
         if held:
             job.add_done_callback(lambda _: self._decode_budget.release(held))
-        result = asyncio.wrap_future(job)
+        result: asyncio.Future[T] = asyncio.wrap_future(job)
         result.add_done_callback(_retrieve)
         try:
-            await asyncio.wait({started, result}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {started, result}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             return await asyncio.wait_for(asyncio.shield(result), self.settings.decode_timeout)
         except TimeoutError:
             log.warning("a decode ran past %s s; its thread runs on", self.settings.decode_timeout)

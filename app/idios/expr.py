@@ -81,4 +81,3 @@ def metadata_filter(equalities: Mapping[str, Scalar] | None) -> str:
             )
         clauses.append(f"metadata[{string_literal(key)}] == {scalar_literal(value)}")
     return " and ".join(clauses)
-

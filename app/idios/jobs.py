@@ -267,8 +267,12 @@ class JobRunner:
             offset=args.offset,
             filter=expr.metadata_filter(args.filter),
         )
-        answers = [{"url": h.url, "metadata": h.metadata, "similarity": spec.similarity(h.score)} for h in hits]
-        return [answer for answer in answers if answer["similarity"] >= args.min_similarity]
+        scored = [(spec.similarity(hit.score), hit) for hit in hits]
+        return [
+            {"url": hit.url, "metadata": hit.metadata, "similarity": similarity}
+            for similarity, hit in scored
+            if similarity >= args.min_similarity
+        ]
 
     async def compare(self, job: Job[CompareArgs]) -> float:
         model = self.models.get(job.model)

@@ -64,7 +64,7 @@ class ModelSpec:
                 f"embedding has {count} values but model {self.name} needs {self.dim}", type="wrong_dimension"
             )
 
-        def refuse(bad: np.ndarray, message: str) -> None:
+        def refuse(bad: Any, message: str) -> None:  # a boolean per row
             if bad.any():
                 where = "" if single else f"row {int(np.flatnonzero(bad)[0])}: "
                 raise Invalid(where + message, type="bad_embedding")

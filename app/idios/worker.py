@@ -46,9 +46,9 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        await asyncio.to_thread(self.runner.load_models)
-        if self.runner.schema_errors:
-            raise SystemExit("refusing to start: " + "; ".join(self.runner.schema_errors))
+        loaded = await asyncio.to_thread(self.runner.load_models)
+        if self.runner.models.schema_errors:
+            raise SystemExit("refusing to start: " + "; ".join(self.runner.models.schema_errors))
         try:
             self.connection = await connect(self.settings.amqp_url, "idios-worker", stopping=self._stopping)
         except (OSError, aio_pika.exceptions.AMQPError):
@@ -68,11 +68,11 @@ class Worker:
             await channels[lane].set_qos(prefetch_count=prefetch[lane])
         prefix = self.settings.queue_prefix
         await self._consume(channels["light"], queue_name(prefix, None))
-        for model in self.runner.models:
+        for model in loaded:
             for lane in LANES:
                 await self._consume(channels[lane], queue_name(prefix, model, lane))
         health = await self._start_health()
-        log.info("worker ready: models %s", ", ".join(self.runner.models) or "none")
+        log.info("worker ready: models %s", ", ".join(loaded) or "none")
         await self._stopping.wait()
         log.info("stopping: no new jobs, finishing %d in hand", len(self._tasks))
         for queue, tag in self._consumers:
@@ -195,7 +195,8 @@ def _encode_reply(reply: Reply, limit: int, op: str = "job") -> bytes:
 
 def _log_milvus_retry(state: RetryCallState) -> None:
     wait = state.next_action.sleep if state.next_action else 0.0
-    log.warning("cannot reach Milvus yet (%s); retrying in %.1fs", state.outcome.exception(), wait)
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("cannot reach Milvus yet (%s); retrying in %.1fs", error, wait)
 
 
 def connect_store(settings: Settings, *, wait_max: float = 10.0) -> Store:

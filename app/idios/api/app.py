@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ PAGE_HEADERS = {
 }
 
 
-def _error(status: int, detail: list[dict[str, Any]], headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, detail: list[dict[str, Any]], headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 

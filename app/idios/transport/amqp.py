@@ -108,10 +108,10 @@ class AmqpTransport(Transport):
         self._fail_pending(Unavailable("the API is shutting down", type="shutting_down"))
 
     def _live_channel(self) -> AbstractRobustChannel:
-        unusable = self._channel is None or self._channel.is_closed
-        if unusable or not self._connected.is_set() or self._reply_channel is None or self._reply_channel.is_closed:
+        channel, replies = self._channel, self._reply_channel
+        if channel is None or channel.is_closed or replies is None or replies.is_closed or not self._connected.is_set():
             raise Unavailable("the job broker is unreachable; try again shortly", type="broker_unavailable")
-        return self._channel
+        return channel
 
     # calls
 

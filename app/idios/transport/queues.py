@@ -28,7 +28,8 @@ log = logging.getLogger("idios.transport")
 
 def _log_retry(state: RetryCallState) -> None:
     wait = state.next_action.sleep if state.next_action else 0.0
-    log.warning("cannot reach RabbitMQ (%s); retrying in %.1fs", state.outcome.exception(), wait)
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("cannot reach RabbitMQ (%s); retrying in %.1fs", error, wait)
 
 
 async def connect(
