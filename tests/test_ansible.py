@@ -291,8 +291,8 @@ def test_syntax_check(playbook: Path, tmp_path: Path) -> None:
 
 def test_expected_files() -> None:
     assert {p.name for p in PLAYBOOKS} == {"site.yml", "scale-workers.yml", "backup.yml"}
-    rendering = ("docker", "docker_context", "traefik", "rabbitmq", "milvus", "api", "worker")
-    for role in (*rendering, "compose"):
+    rendering = ("docker", "docker_context", "milvus", "api", "worker")
+    for role in (*rendering, "traefik", "rabbitmq", "compose"):
         base = ANSIBLE / "roles" / role
         for part in ("defaults/main.yml", "tasks/main.yml", "handlers/main.yml", "meta/main.yml"):
             assert (base / part).is_file(), f"{role}/{part}"
@@ -416,6 +416,23 @@ def test_env_files_exact(deployment: dict) -> None:
         stack = STACK_OF[name]
         expected = (GOLDEN / f"{stack}.env").read_text()
         assert (root / "docker" / f"{stack}.env").read_text() == expected, name
+
+
+def test_api_role_alone(tmp_path: Path) -> None:
+    """The api role's inputs are its variables and the group settings, not facts of the roles before it:
+    a play of the api role alone writes the same docker/frontend.env."""
+    dep = Deployment(tmp_path)
+    playbook = tmp_path / "api-only.yml"
+    playbook.write_text(
+        json.dumps([{"name": "api only", "hosts": "frontend", "gather_facts": False, "roles": ["api"]}])
+    )
+    args = [str(BIN / "ansible-playbook"), "-i", str(dep.inventory), *dep.vault_args, str(playbook)]
+    output = run([*args, "-e", "idios_docker_apply=false"], dep.env)
+    assert recap(output)["front"][3] == 0
+    written = dep.roots["front"] / "docker" / "frontend.env"
+    assert written.read_text() == (GOLDEN / "frontend.env").read_text()
+    assert "--context idios-frontend compose -p idios-frontend" in " ".join(output.split())
+    assert dep.compose_calls() == []
 
 
 def test_traefik_config_not_forked() -> None:
