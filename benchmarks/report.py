@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 MB = 1024 * 1024
 # The original Idios's published figures (Xeon Platinum 8370C, 32 GB, no GPU, vit_b32).
 ORIGINAL_MEMORY_MB = {"etcd": 379, "Milvus": 2048, "MinIO": 160, "RabbitMQ": 130, "worker": 830, "api": 24}
+# A row of the figures table: figure, original, Idios, target, met.
+Row = tuple[str, str, str, str, str]
 
 
 def runtime_table(runtimes: dict[str, dict[str, float]], used: str) -> list[str]:
@@ -108,38 +110,91 @@ def _ms(latency: Latency | None) -> str:
 
 
 def write(results: Results, out: Path, stem: str) -> Path:
+    """The report `<stem>.md` and its plots in `out`: one section after another."""
     rate = results.model_rate
-    # The first, full measurement's best: the fastest layout of passes at the fastest batch size.
-    raw, raw_layout, raw_batch = max(
+    raw = fastest_forward(rate)[0]
+    runs = ingestion_runs(results)
+    ingest = best_per_stack(results, runs)
+    plots = _plots(results, ingest, raw, out, stem)
+    lines = [
+        *header(results),
+        *figures_table(results, runs, ingest),
+        *model_rate_section(rate),
+        *bracket_table(results.brackets, runs, raw),
+        *runtime_table(rate.get("runtimes", {}), rate.get("variant", "")),
+        *ingestion_section(results.ingestion),
+        *latency_section(results.latency, results.under_ingestion),
+        *scale_section(results.scale),
+        *memory_section(results.memory, results.disk),
+        *plots_section(plots),
+        *settings_section(results.settings),
+    ]
+    path = out / f"{stem}.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def fastest_forward(rate: dict[str, Any]) -> tuple[float, str, str]:
+    """The first, full measurement's best: images/s, layout of passes and batch size."""
+    return max(
         (images, layout, batch) for layout, by_batch in rate["forward"].items() for batch, images in by_batch.items()
     )
-    # Each request name of a stack is its own run (add, then add_bulk): a stack's figure is its best run.
-    runs = {
+
+
+def ingestion_runs(results: Results) -> dict[tuple[str, str], float]:
+    """Images/s of each run: each request name of a stack is its own run (add, then add_bulk)."""
+    return {
         (stack, name): images_per_s({name: figures})
         for stack, by_name in results.ingestion.items()
         for name, figures in by_name.items()
     }
-    ingest = {stack: max(rate for (s, _), rate in runs.items() if s == stack) for stack in results.ingestion}
+
+
+def best_per_stack(results: Results, runs: dict[tuple[str, str], float]) -> dict[str, float]:
+    """A stack's ingestion figure: its best run."""
+    return {stack: max(rate for (s, _), rate in runs.items() if s == stack) for stack in results.ingestion}
+
+
+def header(results: Results) -> list[str]:
+    """Title, the machine and what the original figures are."""
+    return [
+        f"# Idios benchmark: {results.started} on {results.host} ({results.profile} profile)",
+        "",
+        f"Machine: {_cpu()}, {_cores()} cores, {_ram_gb():.0f} GB RAM, Python {platform.python_version()}. "
+        "Model: vit_b32 with random weights (the real architecture, so the real compute). Images: JPEG photos "
+        "of 600-2000 px derived from scikit-image's photographs, served on 127.0.0.3.",
+        "",
+        "Original figures: the original Idios's published table (Xeon Platinum 8370C, 32 GB, no GPU, vit_b32).",
+        "",
+    ]
+
+
+def figures_table(results: Results, runs: dict[tuple[str, str], float], ingest: dict[str, float]) -> list[str]:
+    """Each figure beside the original's, with its target and whether it was met."""
+    rows = [
+        *_ingestion_rows(results, runs, ingest),
+        *_search_rows(results),
+        *_milvus_rows(results.model_rate, results.scale),
+        *_memory_rows(results),
+    ]
+    return [
+        "| figure | original | Idios | target | met |",
+        "|---|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows),
+        "",
+    ]
+
+
+def _ingestion_rows(results: Results, runs: dict[tuple[str, str], float], ingest: dict[str, float]) -> list[Row]:
+    worker_rows = [k for k in results.ingestion if k != "serve"]
+    one_worker = ingest.get("1 worker(s)")
+    most = worker_rows[-1] if worker_rows else None
+    serve_add = images_per_s({k: v for k, v in results.ingestion["serve"].items() if k == "add"})
     # The ratio compares each bracketed run with the raw rate measured just before and just after it.
     around = {run: sum(pair) / 2 for run, pair in results.brackets.items()}
     best_run = max(around, key=lambda run: runs[run] / around[run])
     best, best_raw = runs[best_run], around[best_run]
-    serve_add = images_per_s({k: v for k, v in results.ingestion["serve"].items() if k == "add"})
-    lat = results.latency
-    under = results.under_ingestion
-    scale = results.scale
-    worker_rows = [k for k in results.ingestion if k != "serve"]
-    one_worker = ingest.get("1 worker(s)")
-    most = worker_rows[-1] if worker_rows else None
-    memory_moment = next((k for k in results.memory if "peak while ingesting" in k and "api" in k), None)
-    dist_memory = results.memory.get(memory_moment or "", {})
-    serve_peak = results.memory.get("serve, peak while ingesting", {})
-    scale_memory = next((v for k, v in results.memory.items() if k.endswith("entries")), {})
-    worker_rss = max((v for k, v in dist_memory.items() if k.startswith("worker")), default=None)
-    new_idle, new_busy = lat.get("search by new url"), under.get("search by new url")
-    stored_idle, stored_busy = lat.get("search by stored url"), under.get("search by stored url")
-
-    rows: list[tuple[str, str, str, str, str]] = [
+    return [
         (
             "adding images through the API, 1 worker",
             "2.5 images/s",
@@ -163,6 +218,14 @@ def write(results: Results, out: Path, stem: str) -> Path:
             "at least 80%",
             _met(best >= 0.8 * best_raw),
         ),
+    ]
+
+
+def _search_rows(results: Results) -> list[Row]:
+    lat, under = results.latency, results.under_ingestion
+    new_idle, new_busy = lat.get("search by new url"), under.get("search by new url")
+    stored_idle, stored_busy = lat.get("search by stored url"), under.get("search by stored url")
+    return [
         (
             "similarity search (stored url: lookup + 10-NN)",
             "about 0.5 s",
@@ -192,6 +255,11 @@ def write(results: Results, out: Path, stem: str) -> Path:
             f"under {2 * new_idle.p50:.0f} ms (2x idle)" if new_idle else "",
             _met(new_busy.p50 < 2 * new_idle.p50 if new_idle and new_busy else None),
         ),
+    ]
+
+
+def _milvus_rows(rate: dict[str, Any], scale: dict[str, Any]) -> list[Row]:
+    return [
         (
             "inserting one image into Milvus",
             "about 4 ms",
@@ -236,6 +304,17 @@ def write(results: Results, out: Path, stem: str) -> Path:
             "at least 5,000/s",
             _met(scale["restore_per_s"] >= 5_000),
         ),
+    ]
+
+
+def _memory_rows(results: Results) -> list[Row]:
+    scale = results.scale
+    memory_moment = next((k for k in results.memory if "peak while ingesting" in k and "api" in k), None)
+    dist_memory = results.memory.get(memory_moment or "", {})
+    serve_peak = results.memory.get("serve, peak while ingesting", {})
+    scale_memory = next((v for k, v in results.memory.items() if k.endswith("entries")), {})
+    worker_rss = max((v for k, v in dist_memory.items() if k.startswith("worker")), default=None)
+    return [
         (
             "worker memory (vit_b32), peak while ingesting",
             "830 MB (889 at 471,838)",
@@ -267,21 +346,12 @@ def write(results: Results, out: Path, stem: str) -> Path:
             "",
         ),
     ]
-    plots = _plots(results, ingest, raw, out, stem)
 
-    lines = [
-        f"# Idios benchmark: {results.started} on {results.host} ({results.profile} profile)",
-        "",
-        f"Machine: {_cpu()}, {_cores()} cores, {_ram_gb():.0f} GB RAM, Python {platform.python_version()}. "
-        "Model: vit_b32 with random weights (the real architecture, so the real compute). Images: JPEG photos "
-        "of 600-2000 px derived from scikit-image's photographs, served on 127.0.0.3.",
-        "",
-        "Original figures: the original Idios's published table (Xeon Platinum 8370C, 32 GB, no GPU, vit_b32).",
-        "",
-        "| figure | original | Idios | target | met |",
-        "|---|---|---|---|---|",
-        *(f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows),
-        "",
+
+def model_rate_section(rate: dict[str, Any]) -> list[str]:
+    """The raw batched model rate: the forward table and the stack's own model."""
+    raw, raw_layout, raw_batch = fastest_forward(rate)
+    return [
         "## Raw model rate (batched forward passes, no I/O, same cores, Milvus idle beside it; forward: median of 5 "
         "measurements taken in turns, 3 in the quick profile)",
         "",
@@ -290,8 +360,12 @@ def write(results: Results, out: Path, stem: str) -> Path:
         f"{rate['layout']} side by side (IDIOS_TORCH_THREADS / IDIOS_PASS_THREADS). Fastest: {raw:.1f} images/s, "
         f"batch {raw_batch} in {raw_layout}.",
         "",
-        *bracket_table(results.brackets, runs, raw),
-        *runtime_table(rate.get("runtimes", {}), rate.get("variant", "")),
+    ]
+
+
+def ingestion_section(ingestion: dict[str, dict[str, Latency]]) -> list[str]:
+    """Every ingestion run of every stack."""
+    return [
         "## Ingestion",
         "",
         "| stack | request | requests | failures | requests/s | p50 ms | p95 ms | p99 ms | images/s |",
@@ -299,20 +373,32 @@ def write(results: Results, out: Path, stem: str) -> Path:
         *(
             f"| {stack} | {name} | {f.requests} | {f.failures} | {f.rps:.2f} | {f.p50:.0f} | {f.p95:.0f} | "
             f"{f.p99:.0f} | {images_per_s({name: f}):.1f} |"
-            for stack, figures in results.ingestion.items()
+            for stack, figures in ingestion.items()
             for name, f in figures.items()
         ),
         "",
+    ]
+
+
+def latency_section(idle: dict[str, Latency], under: dict[str, Latency]) -> list[str]:
+    """Request latencies of `idios serve`, idle and beside ingestion."""
+    return [
         "## Latency (`idios serve`, one user at a time, idle; then beside ingestion users)",
         "",
         "| request | when | requests | failures | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|---|---|---|",
         *(
             f"| {name} | {when} | {f.requests} | {f.failures} | {f.p50:.0f} | {f.p95:.0f} | {f.p99:.0f} |"
-            for when, figures in (("idle", lat), ("while ingesting", under))
+            for when, figures in (("idle", idle), ("while ingesting", under))
             for name, f in figures.items()
         ),
         "",
+    ]
+
+
+def scale_section(scale: dict[str, Any]) -> list[str]:
+    """Restore, count, search, pagination and dump at the scale scenario's size."""
+    return [
         f"## Scale: {scale['entries']:,} entries",
         "",
         f"- restore through the API: {scale['restore_per_s']:,.0f} entries/s (2,500 rows a request, 2 in flight)",
@@ -333,36 +419,46 @@ def write(results: Results, out: Path, stem: str) -> Path:
             for moment, (indexed, total) in scale["indexed"].items()
         ),
         "",
+    ]
+
+
+def memory_section(memory: dict[str, dict[str, int]], disk: dict[str, int]) -> list[str]:
+    """Resident memory of each component at each moment, then the disk figures."""
+    components = _components(memory)
+    return [
         "## Memory (resident set, MB)",
         "",
-        "| moment | " + " | ".join(_components(results)) + " |",
-        "|---|" + "---|" * len(_components(results)),
+        "| moment | " + " | ".join(components) + " |",
+        "|---|" + "---|" * len(components),
         *(
-            f"| {moment} | " + " | ".join(_mb(values.get(c)).removesuffix(" MB") for c in _components(results)) + " |"
-            for moment, values in results.memory.items()
+            f"| {moment} | " + " | ".join(_mb(values.get(c)).removesuffix(" MB") for c in components) + " |"
+            for moment, values in memory.items()
         ),
         "",
-        *(f"Disk: {what}: {_mb(size)}" for what, size in results.disk.items()),
+        *(f"Disk: {what}: {_mb(size)}" for what, size in disk.items()),
         "",
-        "## Plots",
-        "",
-        *(f"![{name}]({path.name})" for name, path in plots.items()),
-        "",
+    ]
+
+
+def plots_section(plots: dict[str, Path]) -> list[str]:
+    """Links to the PNG plots, written beside the report."""
+    return ["## Plots", "", *(f"![{name}]({path.name})" for name, path in plots.items()), ""]
+
+
+def settings_section(settings: dict[str, str]) -> list[str]:
+    """The IDIOS_* variables the run was started with."""
+    return [
         "## Settings",
         "",
         "IDIOS_* variables of the run (the stacks add IDIOS_WEIGHTS=random and per-stack ports, prefixes and "
-        "IDIOS_TORCH_THREADS = cores / workers): "
-        + (", ".join(f"`{k}={v}`" for k, v in results.settings.items()) or "none"),
+        "IDIOS_TORCH_THREADS = cores / workers): " + (", ".join(f"`{k}={v}`" for k, v in settings.items()) or "none"),
         "",
     ]
-    path = out / f"{stem}.md"
-    path.write_text("\n".join(lines))
-    return path
 
 
-def _components(results: Results) -> list[str]:
+def _components(memory: dict[str, dict[str, int]]) -> list[str]:
     names: list[str] = []
-    for values in results.memory.values():
+    for values in memory.values():
         names += [n for n in values if n not in names]
     return names
 
@@ -399,7 +495,7 @@ def _plots(results: Results, ingest: dict[str, float], raw: float, out: Path, st
 
     figure, axes = plt.subplots(figsize=(8, 4.5))
     moments = list(results.memory)
-    components = _components(results)
+    components = _components(results.memory)
     width = 0.8 / max(1, len(moments))
     for i, moment in enumerate(moments):
         values = [results.memory[moment].get(c, 0) / MB for c in components]

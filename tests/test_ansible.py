@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 ANSIBLE = REPO / "infra" / "ansible"
 BIN = Path(sys.executable).parent
 PLAYBOOKS = sorted((ANSIBLE / "playbooks").glob("*.yml"))
+GOLDEN = Path(__file__).resolve().parent / "data" / "ansible"
 
 pytestmark = pytest.mark.skipif(
     not (BIN / "ansible-playbook").exists(), reason="ansible is not installed in this venv (the dev extra)"
@@ -290,13 +291,14 @@ def test_syntax_check(playbook: Path, tmp_path: Path) -> None:
 
 def test_expected_files() -> None:
     assert {p.name for p in PLAYBOOKS} == {"site.yml", "scale-workers.yml", "backup.yml"}
-    for role in ("docker", "docker_context", "traefik", "rabbitmq", "milvus", "api", "worker"):
+    rendering = ("docker", "docker_context", "milvus", "api", "worker")
+    for role in (*rendering, "traefik", "rabbitmq", "compose"):
         base = ANSIBLE / "roles" / role
         for part in ("defaults/main.yml", "tasks/main.yml", "handlers/main.yml", "meta/main.yml"):
             assert (base / part).is_file(), f"{role}/{part}"
         assert (base / "meta" / "argument_specs.yml").is_file(), role
         assert (base / "README.md").is_file(), role
-        assert any((base / "templates").iterdir()), role
+        assert role not in rendering or any((base / "templates").iterdir()), role
     vault = (ANSIBLE / "group_vars" / "all" / "vault.yml.example").read_text()
     for name in SECRETS:
         assert f"\n{name}:" in vault, name
@@ -404,6 +406,33 @@ def test_env_files(deployment: dict) -> None:
     assert worker["IDIOS_MILVUS_TOKEN"] == "root:" + SECRETS["vault_milvus_root_password"]
     assert worker["IDIOS_MODELS"] == "vit_b32,phash"
     assert worker["PRELOAD_MODELS"] == "vit_b32"
+
+
+def test_env_files_exact(deployment: dict) -> None:
+    """The env files are byte for byte those of tests/data/ansible/ (the test inventory and vault):
+    a change in what the roles render, comments and blank lines included, shows here."""
+    dep = deployment["dep"]
+    for name, root in dep.roots.items():
+        stack = STACK_OF[name]
+        expected = (GOLDEN / f"{stack}.env").read_text()
+        assert (root / "docker" / f"{stack}.env").read_text() == expected, name
+
+
+def test_api_role_alone(tmp_path: Path) -> None:
+    """The api role's inputs are its variables and the group settings, not facts of the roles before it:
+    a play of the api role alone writes the same docker/frontend.env."""
+    dep = Deployment(tmp_path)
+    playbook = tmp_path / "api-only.yml"
+    playbook.write_text(
+        json.dumps([{"name": "api only", "hosts": "frontend", "gather_facts": False, "roles": ["api"]}])
+    )
+    args = [str(BIN / "ansible-playbook"), "-i", str(dep.inventory), *dep.vault_args, str(playbook)]
+    output = run([*args, "-e", "idios_docker_apply=false"], dep.env)
+    assert recap(output)["front"][3] == 0
+    written = dep.roots["front"] / "docker" / "frontend.env"
+    assert written.read_text() == (GOLDEN / "frontend.env").read_text()
+    assert "--context idios-frontend compose -p idios-frontend" in " ".join(output.split())
+    assert dep.compose_calls() == []
 
 
 def test_traefik_config_not_forked() -> None:
