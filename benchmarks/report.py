@@ -357,7 +357,7 @@ def model_rate_section(rate: dict[str, Any]) -> list[str]:
         "",
         *forward_table(rate),
         f"The stack's model: vit_b32 on {rate.get('variant', 'torch int8')} (IDIOS_RUNTIME, IDIOS_QUANTIZE), "
-        f"{rate['layout']} side by side (IDIOS_TORCH_THREADS / IDIOS_PASS_THREADS). Fastest: {raw:.1f} images/s, "
+        f"{rate['layout']} side by side (IDIOS_MODEL_THREADS / IDIOS_PASS_THREADS). Fastest: {raw:.1f} images/s, "
         f"batch {raw_batch} in {raw_layout}.",
         "",
     ]
@@ -451,7 +451,7 @@ def settings_section(settings: dict[str, str]) -> list[str]:
         "## Settings",
         "",
         "IDIOS_* variables of the run (the stacks add IDIOS_WEIGHTS=random and per-stack ports, prefixes and "
-        "IDIOS_TORCH_THREADS = cores / workers): " + (", ".join(f"`{k}={v}`" for k, v in settings.items()) or "none"),
+        "IDIOS_MODEL_THREADS = cores / workers): " + (", ".join(f"`{k}={v}`" for k, v in settings.items()) or "none"),
         "",
     ]
 
