@@ -21,10 +21,10 @@ from idios.transport import make_job
 from idios.transport.amqp import AmqpTransport
 from idios.worker import _encode_envelope
 
-from conftest import AMQP_URL, IMAGE_HOST
-from imageserver import ImageServer
-from inprocess import InProcess, in_process
-from photos import PHOTO_NAMES, jpeg
+from tests.support.imageserver import ImageServer
+from tests.support.inprocess import InProcess, in_process
+from tests.support.photos import PHOTO_NAMES, jpeg
+from tests.support.stacks import AMQP_URL, IMAGE_HOST
 
 PHASH = "/models/phash"
 # the in-process app (a fixture) and the tests share the session's event loop

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import Stack
-from imageserver import ImageServer
-from photos import jpeg
+from tests.support.imageserver import ImageServer
+from tests.support.photos import jpeg
+from tests.support.stacks import Stack
 
 VIT = "/models/vit_b32"
 PHASH = "/models/phash"

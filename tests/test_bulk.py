@@ -21,7 +21,7 @@ from idios.store import Columns, Store, _packed_floats
 from idios.transport.queues import decode, encode, encode_job
 from idios.wire import unpack_array
 
-from conftest import Stack
+from tests.support.stacks import Stack
 
 VIT = spec("vit_b32")
 PHASH = spec("phash")

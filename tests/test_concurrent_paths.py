@@ -14,14 +14,14 @@ from typing import Any
 import aio_pika
 import orjson
 import pytest
-from test_paging import JSON, bits_rows, make_app, paged_dump, restore  # noqa: F401 (make_app is a fixture)
 
 from idios import backup, expr
 from idios.config import Settings
 from idios.transport.queues import decode, encode_job
 from idios.worker import Worker
 
-from conftest import IMAGE_HOST
+from tests.support.stacks import IMAGE_HOST
+from tests.test_paging import JSON, bits_rows, make_app, paged_dump, restore  # noqa: F401 (make_app is a fixture)
 
 
 def test_a_dump_page_whose_rows_were_all_removed_meanwhile_is_not_the_end(make_app) -> None:  # noqa: F811

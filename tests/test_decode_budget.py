@@ -31,8 +31,8 @@ from idios.errors import Invalid, Timeout, TooLarge
 from idios.jobs import JobRunner
 from idios.models import REGISTRY
 
-from hostile_files import encode, flat_png, many_scans
-from inprocess import in_process
+from tests.support.hostile_files import encode, flat_png, many_scans
+from tests.support.inprocess import in_process
 
 MIB = 1024 * 1024
 # 51.8 Mpx: under the default max_image_pixels (52 Mpx).

@@ -20,7 +20,7 @@ from idios.config import Settings
 from idios.decoding import decode_image, jpeg_scans, tiff_strips
 from idios.errors import IdiosError
 
-from hostile_files import _chunk, encode, many_scans
+from tests.support.hostile_files import _chunk, encode, many_scans
 
 MIB = 1024 * 1024
 

@@ -15,10 +15,10 @@ import httpx
 import psutil
 import pytest
 
-from conftest import Stack, start_distributed
-from imageserver import ImageServer
-from photos import PHOTO_NAMES
-from stack import Process, all_urls, free_port, models_ready, wait_until
+from tests.support.imageserver import ImageServer
+from tests.support.photos import PHOTO_NAMES
+from tests.support.stack import Process, all_urls, free_port, models_ready, wait_until
+from tests.support.stacks import Stack, start_distributed
 
 VIT = "/models/vit_b32"
 

@@ -25,13 +25,13 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from broker import Broker, available
 from PIL import Image
 
-from conftest import MAX_MESSAGE_SIZE, Stack, start_distributed
-from imageserver import ImageServer
-from photos import PHOTO_NAMES, resized
-from stack import all_urls, wait_until
+from tests.support.broker import Broker, available
+from tests.support.imageserver import ImageServer
+from tests.support.photos import PHOTO_NAMES, resized
+from tests.support.stack import all_urls, wait_until
+from tests.support.stacks import MAX_MESSAGE_SIZE, Stack, start_distributed
 
 pytestmark = [pytest.mark.faults, pytest.mark.skipif(not available(), reason="rabbitmq-server is not installed")]
 

@@ -26,8 +26,8 @@ from idios.auth import KeyRing, hash_key
 from idios.config import Settings
 from idios.transport import Lane, Transport
 
-from conftest import Stack, stack_env
-from stack import Process, free_port, wait_until
+from tests.support.stack import Process, free_port, wait_until
+from tests.support.stacks import Stack, stack_env
 
 READ_KEY, WRITE_KEY = "front-door-reader", "front-door-writer"
 KEYS = [f"read:{hash_key(READ_KEY)}", f"write:{hash_key(WRITE_KEY)}"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.targets import TARGETS, fuzzed
+from tests.fuzz.targets import TARGETS, fuzzed
 
 FUZZ = Path(__file__).resolve().parent / "fuzz"
 CORPUS = FUZZ / "corpus"

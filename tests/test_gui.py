@@ -17,10 +17,10 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, 
 
 from idios.auth import hash_key
 
-from conftest import IMAGE_HOST, Stack, stack_env, start_serve
-from imageserver import ImageServer
-from photos import PHOTO_NAMES, jpeg
-from stack import Process, free_port, wait_until
+from tests.support.imageserver import ImageServer
+from tests.support.photos import PHOTO_NAMES, jpeg
+from tests.support.stack import Process, free_port, wait_until
+from tests.support.stacks import IMAGE_HOST, Stack, stack_env, start_serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIT = "/models/vit_b32"

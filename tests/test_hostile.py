@@ -20,9 +20,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import IMAGE_HOST, Stack
-from imageserver import ImageServer
-from photos import encode, jpeg, photo
+from tests.support.imageserver import ImageServer
+from tests.support.photos import encode, jpeg, photo
+from tests.support.stacks import IMAGE_HOST, Stack
 
 VIT = "/models/vit_b32"
 PHASH = "/models/phash"

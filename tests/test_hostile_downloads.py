@@ -28,7 +28,7 @@ from idios.config import Settings
 from idios.errors import IdiosError, Invalid, TooLarge
 from idios.images import DECODE_STEP, ContentDecoding, ImageFetcher, load_image
 
-from imageserver import ImageServer, compression_bomb, encode, zstd_module
+from tests.support.imageserver import ImageServer, compression_bomb, encode, zstd_module
 
 MiB = 1 << 20
 LIMIT = 20 * MiB  # the default max_download_bytes

@@ -20,7 +20,7 @@ from idios.config import Settings
 from idios.errors import IdiosError, Invalid, TooLarge
 from idios.images import ImageFetcher, decode_image, load_image
 
-from imageserver import ImageServer
+from tests.support.imageserver import ImageServer
 
 # ---------------------------------------------------------------- helpers
 

@@ -6,10 +6,11 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import MilvusUnderTest, start_distributed
-from imageserver import ImageServer
-from photos import PHOTO_NAMES
-from stack import all_urls, wait_until
+from tests.support.imageserver import ImageServer
+from tests.support.milvus import MilvusUnderTest
+from tests.support.photos import PHOTO_NAMES
+from tests.support.stack import all_urls, wait_until
+from tests.support.stacks import start_distributed
 
 VIT = "/models/vit_b32"
 

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 from idios.config import Settings
 from idios.models import REGISTRY
 
-from photos import PHOTO_NAMES, photo
+from tests.support.photos import PHOTO_NAMES, photo
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")

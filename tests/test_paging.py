@@ -36,8 +36,9 @@ from idios.transport import unwrap
 from idios.transport.local import LocalTransport
 from idios.transport.queues import encode
 
-from conftest import AMQP_URL, IMAGE_HOST, drop_prefixed
-from stack import Process, free_port, models_ready, wait_until
+from tests.support.milvus import drop_prefixed
+from tests.support.stack import Process, free_port, models_ready, wait_until
+from tests.support.stacks import AMQP_URL, IMAGE_HOST
 
 PHASH = spec("phash")
 VIT_L = spec("vit_l14")

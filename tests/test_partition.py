@@ -13,15 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import netns
 import pytest
-from broker import Broker
-from broker import available as broker_available
 
-from conftest import MilvusUnderTest, stack_env
-from imageserver import ImageServer
-from photos import PHOTO_NAMES, jpeg
-from stack import Process, all_urls, free_port, models_ready, wait_until
+from tests.support import netns
+from tests.support.broker import Broker
+from tests.support.broker import available as broker_available
+from tests.support.imageserver import ImageServer
+from tests.support.milvus import MilvusUnderTest
+from tests.support.photos import PHOTO_NAMES, jpeg
+from tests.support.stack import Process, all_urls, free_port, models_ready, wait_until
+from tests.support.stacks import stack_env
 
 pytestmark = [
     pytest.mark.faults,

@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import Stack, start_serve
-from imageserver import ImageServer
-from photos import jpeg
+from tests.support.imageserver import ImageServer
+from tests.support.photos import jpeg
+from tests.support.stacks import Stack, start_serve
 
 LOADED = ("vit_b32", "phash")
 NOT_LOADED = ("vit_l14", "resnet50")

@@ -21,7 +21,7 @@ from idios.errors import Invalid
 from idios.models import spec
 from idios.store import SchemaMismatch, Store
 
-from conftest import drop_prefixed
+from tests.support.milvus import drop_prefixed
 
 VIT = spec("vit_b32")
 PHASH = spec("phash")

@@ -23,8 +23,8 @@ import pytest
 import trustme
 import yaml
 
-from conftest import Stack, start_distributed
-from stack import Subprocess, free_port, wait_until
+from tests.support.stack import Subprocess, free_port, wait_until
+from tests.support.stacks import Stack, start_distributed
 
 pytestmark = pytest.mark.timeout(600)
 

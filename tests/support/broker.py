@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from stack import free_port
+from tests.support.stack import free_port
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 

@@ -15,7 +15,7 @@ from idios.jobs import JobRunner
 from idios.store import Store
 from idios.transport.local import LocalTransport
 
-from conftest import drop_prefixed
+from tests.support.milvus import drop_prefixed
 
 
 @dataclass
