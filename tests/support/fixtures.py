@@ -103,7 +103,7 @@ def amqp_url(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Itera
 def stack(request: pytest.FixtureRequest, milvus_uri: str, images: ImageServer, artifacts: Path) -> Iterator[Stack]:
     """Idios in both modes: `idios serve`, and `idios api` with two `idios worker` processes (on a
     broker with the shipped message limit)."""
-    log_dir = artifacts / f"{request.module.__name__}-{request.param}"
+    log_dir = artifacts / f"{request.module.__name__.rpartition('.')[2]}-{request.param}"
     log_dir.mkdir(exist_ok=True)
     if request.param == "embedded":
         started = start_serve(milvus_uri, log_dir)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
-ARTIFACTS = HERE.parent.parent / "test-artifacts" / "fuzz"
+ARTIFACTS = HERE.parents[2] / "test-artifacts" / "fuzz"
 NAMES = ("decode", "url", "address", "expr", "restore")
 # Per input, and for the whole process; libFuzzer stops with the input that broke either.
 LIMITS = ["-timeout=10", "-rss_limit_mb=2048", "-max_len=8192"]
