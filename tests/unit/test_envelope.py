@@ -7,7 +7,7 @@ import pytest
 
 from idios.worker import _encode_envelope
 
-# the in-process app (a fixture) and the tests share the session's event loop
+# like the rest of the suite, on the session's event loop
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
