@@ -39,7 +39,7 @@ ANSIBLE_ARGS ?= --ask-vault-pass
 ansible = cd infra/ansible && $(CURDIR)/$(BIN)/ansible-playbook -i $(ANSIBLE_INVENTORY) $(ANSIBLE_ARGS)
 
 .PHONY: provision inventory deploy scale-workers backup
-.PHONY: help install run test-deps test fuzz bench lint format doc up down logs deploy-frontend deploy-milvus deploy-worker scale-worker-node dump restore
+.PHONY: help install run test-deps test test-unit fuzz bench lint format doc up down logs deploy-frontend deploy-milvus deploy-worker scale-worker-node dump restore
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -58,10 +58,13 @@ test: test-deps $(VENV)/.dev ## set up the machine (test-deps), install the dev 
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+test-unit: $(VENV)/.dev ## run the unit layer alone (tests/unit: no broker, no Milvus, inet sockets blocked; under 30 s)
+	$(BIN)/pytest tests/unit --disable-socket --allow-unix-socket -p no:schemathesis -p no:locust -p no:pytest11.testinfra $(PYTEST_ARGS)
+
 FUZZ_SECONDS ?= 120
 FUZZ_TARGETS ?=
-fuzz: $(VENV)/.dev ## fuzz each input parser FUZZ_SECONDS (120) s; new coverage goes into tests/fuzz/corpus/ (see tests/fuzz/fuzz.py)
-	$(BIN)/python tests/fuzz/fuzz.py campaign --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+fuzz: $(VENV)/.dev ## fuzz each input parser FUZZ_SECONDS (120) s; new coverage goes into tests/e2e/fuzz/corpus/ (see tests/e2e/fuzz/fuzz.py)
+	$(BIN)/python tests/e2e/fuzz/fuzz.py campaign --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 BENCH_ARGS ?=
 bench: $(VENV)/.dev ## benchmark a local stack, write benchmarks/results/<date>-<host>.md (BENCH_ARGS=--quick: 5 min)

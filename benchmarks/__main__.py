@@ -41,7 +41,7 @@ from benchmarks.scenarios import (
     walk,
 )
 
-from imageserver import ImageServer
+from tests.support.imageserver import ImageServer
 
 MODEL = "vit_b32"
 

@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from benchmarks import TESTS_ON_PATH  # noqa: F401  (makes tests/ importable)
-
-from imageserver import ImageServer
-from photos import PHOTO_NAMES, photo
+from tests.support.imageserver import ImageServer
+from tests.support.photos import PHOTO_NAMES, photo
 
 IMAGE_HOST = "127.0.0.3"
 

@@ -34,8 +34,8 @@ from benchmarks.localstack import LocalStack
 from benchmarks.memory import MemorySampler
 from benchmarks.scenarios import ROOT
 
-from hostile_files import flat_png, many_scans
-from imageserver import ImageServer
+from tests.support.hostile_files import flat_png, many_scans
+from tests.support.imageserver import ImageServer
 
 MODEL = "vit_b32"
 MIB = 1024 * 1024

@@ -9,10 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks import TESTS_ON_PATH  # noqa: F401  (makes tests/ importable)
 from benchmarks.corpus import IMAGE_HOST
 
-from stack import Process, free_port, models_ready, wait_until
+from tests.support.stack import Process, free_port, models_ready, wait_until
 
 AMQP_URL = os.environ.get("IDIOS_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 

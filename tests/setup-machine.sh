@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # What `make test` needs from the machine besides the Python packages, checked in a second or two:
-#   - Debian's Chromium at /usr/bin/chromium (the browser tests, tests/test_gui.py)
-#   - docker-compose (validates the compose files, tests/test_compose.py; no Docker engine is needed)
+#   - Debian's Chromium at /usr/bin/chromium (the browser tests, tests/e2e/test_gui.py)
+#   - docker-compose (validates the compose files, tests/deploy/test_compose.py; no Docker engine is needed)
 #   - RabbitMQ answering on 127.0.0.1:5672 (the amqp tests)
 #   - python3's venv module, while there is no .venv yet
 # As root with apt-get, installs what is missing (one `apt-get update`, one `apt-get install`) and starts
 # RabbitMQ (`rabbitmq-server -detached`); otherwise names what is missing and how to install it, and
 # exits 1. Does nothing when everything is there.
 #
-# Overridable (tests/test_setup_machine.py): CHROMIUM, AMQP_HOST, AMQP_PORT, VENV, PYTHON, RABBITMQ_WAIT_S.
+# Overridable (tests/deploy/test_setup_machine.py): CHROMIUM, AMQP_HOST, AMQP_PORT, VENV, PYTHON, RABBITMQ_WAIT_S.
 set -uo pipefail
 
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}

@@ -1,5 +1,5 @@
 # Plan the AWS root module against a mocked provider (no credentials, no AWS API calls). Needs the
-# hashicorp/aws provider binary for its schema: tests/test_terraform.py runs it only where a local
+# hashicorp/aws provider binary for its schema: tests/deploy/test_terraform.py runs it only where a local
 # provider mirror has one.
 
 mock_provider "aws" {

@@ -1,0 +1,1 @@
+"""End-to-end tests: whole Idios stacks started as processes, under hostile input, faults and partitions."""
