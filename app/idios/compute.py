@@ -45,7 +45,7 @@ class Compute:
             max_workers=8, thread_name_prefix="idios-bulk", initializer=niceness.lower_this_thread
         )
         # Shared by both pools' decodes, and by every worker in the process.
-        self._decode_budget = process_budget(settings.decode_budget_bytes)
+        self.decode_budget = process_budget(settings.decode_budget_bytes)
         return_freed_buffers()  # else the decodes' freed buffers stay in per-thread heaps, over the budget
 
     def close(self) -> None:
@@ -60,7 +60,7 @@ class Compute:
         """
         pool = self._interactive_pool if interactive else self._bulk_pool
         opened = await self._in_decode_thread(pool, open_image, data, self.settings)
-        await self._decode_budget.acquire(opened.cost, interactive=interactive)
+        await self.decode_budget.acquire(opened.cost, interactive=interactive)
         return await self._in_decode_thread(pool, decode_opened, opened, self.settings, held=opened.cost)
 
     async def embed(self, model: EmbeddingModel, images: list[Image], *, interactive: bool = False) -> list[Any]:
@@ -94,10 +94,10 @@ class Compute:
         try:
             job = pool.submit(call)
         except BaseException:  # the pool has shut down
-            self._decode_budget.release(held)
+            self.decode_budget.release(held)
             raise
         if held:
-            job.add_done_callback(lambda _: self._decode_budget.release(held))
+            job.add_done_callback(lambda _: self.decode_budget.release(held))
         result: asyncio.Future[T] = asyncio.wrap_future(job)
         result.add_done_callback(_retrieve)
         try:

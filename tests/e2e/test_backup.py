@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from idios import backup
-from idios.models import spec
+from idios.specs import spec
 
 from tests.support.stacks import Stack
 

@@ -16,7 +16,7 @@ import pytest_asyncio
 from idios.config import Settings
 from idios.errors import TooLarge, Unavailable
 from idios.jobs import JobRunner
-from idios.transport import make_job
+from idios.protocol import AddArgs, CountArgs, Job, SearchArgs
 from idios.transport.amqp import AmqpTransport
 
 from tests.support.imageserver import ImageServer
@@ -116,8 +116,9 @@ async def test_duplicate_urls_in_one_add_bulk_are_added_once(serve: InProcess, i
     assert (len(body["added"]), len(body["found"])) == (1, 2), body
 
 
-def _add_job(url: str, metadata: dict[str, Any], **args: Any) -> dict[str, Any]:
-    return make_job("add", "phash", {"url": url, "metadata": metadata, "mode": "new", **args}, 60)
+def _add_job(url: str, metadata: dict[str, Any], *, redelivered: bool = False) -> Job[AddArgs]:
+    job = Job.of(AddArgs(url=url, metadata=metadata, mode="new"), "phash", 60)
+    return job.again() if redelivered else job
 
 
 async def test_concurrent_new_adds_in_one_worker_add_once(serve: InProcess, images: ImageServer) -> None:
@@ -146,9 +147,9 @@ async def test_a_job_over_the_message_limit_is_refused_before_it_is_sent() -> No
     await transport.start()
     try:
         await asyncio.wait_for(transport._connected.wait(), 30)
-        job = make_job("search", "phash", {"image": "A" * (3 * 1024 * 1024)}, 20)
+        job = Job.of(SearchArgs(image="A" * (3 * 1024 * 1024)), "phash", 20)
         with pytest.raises(TooLarge) as refused:
-            await asyncio.wait_for(transport.call(job, "interactive"), 5)
+            await asyncio.wait_for(transport.call(job), 5)
         assert refused.value.status == 413 and refused.value.type == "job_too_large"
         assert "more than the job broker's limit of 2097152 bytes" in refused.value.msg
         assert not transport._pending
@@ -165,7 +166,7 @@ async def test_requests_waiting_for_replies_fail_at_once_when_the_reply_channel_
     try:
         await asyncio.wait_for(transport._connected.wait(), 30)
         # nobody consumes this prefix's queues: without the channel's close, each call waits 30 s
-        calls = [asyncio.create_task(transport.call(make_job("count", "phash", {}, 30), "light")) for _ in range(3)]
+        calls = [asyncio.create_task(transport.call(Job.of(CountArgs(), "phash", 30))) for _ in range(3)]
         while len(transport._pending) < 3:
             await asyncio.sleep(0.01)
         channel = getattr(transport, "_reply_channel", None) or transport._channel  # one channel for all, before

@@ -25,11 +25,13 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from idios.compute import Compute
 from idios.config import Settings
 from idios.decoding import decode_image, open_image
 from idios.errors import Timeout, TooLarge
 from idios.jobs import JobRunner
 from idios.models import REGISTRY
+from idios.protocol import CompareArgs, Job
 
 from tests.support.hostile_files import encode, flat_png, many_scans
 from tests.support.inprocess import in_process
@@ -83,7 +85,7 @@ def _peak_growth(script: str, *args: str) -> dict:
         import asyncio, json, sys
         from idios.config import Settings
         from idios.decoding import decode_image, open_image
-        from idios.jobs import JobRunner
+        from idios.compute import Compute
         def peak():  # this process's own high-water mark, MiB (ru_maxrss may carry the parent's over exec)
             line = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
             return int(line.split()[1]) / 1024
@@ -140,11 +142,11 @@ CONCURRENT = """
 data = open(sys.argv[1], "rb").read()
 budget = int(sys.argv[2])
 settings = Settings(_env_file=None, decode_budget_bytes=budget, decode_timeout=120)
-runner = JobRunner(settings, None)
+compute = Compute(settings)
 cost = open_image(data, settings).cost
 
 async def main():
-    images = await asyncio.gather(*(runner._decode(data, urgent=i % 2 == 0) for i in range(8)))
+    images = await asyncio.gather(*(compute.decode(data, interactive=i % 2 == 0) for i in range(8)))
     return [img.size for img in images]
 
 result = {"sizes": asyncio.run(main()), "cost": cost}
@@ -170,32 +172,32 @@ async def test_decodes_wait_for_the_budget_without_a_thread(hostile: dict[str, P
     data = hostile["I;16"].read_bytes()
     cost = open_image(data, make_settings()).cost
     settings = make_settings(decode_budget_bytes=cost + MIB, decode_timeout=120)
-    runner = JobRunner(settings, None)  # type: ignore[arg-type]
-    budget = runner._decode_budget
+    compute = Compute(settings)
+    budget = compute.decode_budget
     try:
-        first = asyncio.create_task(runner._decode(data, urgent=True))
-        second = asyncio.create_task(runner._decode(data, urgent=True))
+        first = asyncio.create_task(compute.decode(data, interactive=True))
+        second = asyncio.create_task(compute.decode(data, interactive=True))
         while budget.waiting == 0 and not first.done():
             await asyncio.sleep(0.01)
         assert budget.waiting == 1 and budget.in_use == cost
         # The waiting decode holds no thread of the interactive pool: a small image decodes meanwhile.
-        small = await runner._decode(encode(Image.fromarray(skdata.astronaut()), "PNG"), urgent=True)
+        small = await compute.decode(encode(Image.fromarray(skdata.astronaut()), "PNG"), interactive=True)
         assert small.size == (512, 512)
         assert (await first).size == (await second).size == (1000, 1000)
         assert budget.in_use == 0 and budget.waiting == 0
     finally:
-        await runner.aclose()
+        compute.close()
 
 
 async def test_decode_time_limit(hostile: dict[str, Path]) -> None:
     """A decode running past decode_timeout answers 504 at once; its thread runs on, holding its
     share of the budget until it ends."""
     data = hostile["F"].read_bytes()
-    runner = JobRunner(make_settings(decode_timeout=0.05), None)  # type: ignore[arg-type]
-    budget = runner._decode_budget
+    compute = Compute(make_settings(decode_timeout=0.05))
+    budget = compute.decode_budget
     try:
         with pytest.raises(Timeout) as info:
-            await runner._decode(data, urgent=True)
+            await compute.decode(data, interactive=True)
         assert info.value.status == 504 and info.value.type == "decode_timeout"
         assert "0.05 s" in info.value.msg
         assert budget.in_use > 0  # the thread is still decoding
@@ -204,7 +206,7 @@ async def test_decode_time_limit(hostile: dict[str, Path]) -> None:
             await asyncio.sleep(0.05)
         assert budget.in_use == 0
     finally:
-        await runner.aclose()
+        compute.close()
 
 
 # ---------------------------------------------------------------- through a job
@@ -215,17 +217,14 @@ def _phash_runner(settings: Settings) -> JobRunner:
     runner = JobRunner(settings, None)  # type: ignore[arg-type]
     model = REGISTRY["phash"](settings)
     model.load()
-    runner.models["phash"] = model
+    runner.models.models["phash"] = model
+    runner.models.status["phash"] = {"status": "ready", "reason": ""}
     return runner
 
 
-def _compare_job(image: bytes, other: bytes) -> dict:
-    return {
-        "op": "compare",
-        "model": "phash",
-        "args": {"image": base64.b64encode(image).decode(), "other_image": base64.b64encode(other).decode()},
-        "deadline": time.time() + 120,
-    }
+def _compare_job(image: bytes, other: bytes) -> Job[CompareArgs]:
+    args = CompareArgs(image=base64.b64encode(image).decode(), other_image=base64.b64encode(other).decode())
+    return Job.of(args, "phash", 120)
 
 
 async def test_uploads_answer_decode_refusals(hostile: dict[str, Path]) -> None:
@@ -240,7 +239,7 @@ async def test_uploads_answer_decode_refusals(hostile: dict[str, Path]) -> None:
         assert answer["error"]["status"] == 413 and answer["error"]["type"] == "decode_too_large"
         answer = await runner.run(_compare_job(small, small))
         assert answer["ok"] is True
-        assert runner._decode_budget.in_use == 0
+        assert runner.compute.decode_budget.in_use == 0
     finally:
         await runner.aclose()
 

@@ -13,8 +13,9 @@ from PIL import Image
 from skimage import data as skdata
 
 from idios.config import Settings
+from idios.decoding import decode_image
 from idios.errors import Invalid, TooLarge
-from idios.images import ImageFetcher, load_image
+from idios.images import ImageFetcher
 
 from tests.support.imageserver import ImageServer
 
@@ -94,9 +95,9 @@ async def test_downloads_search_for_no_module(server: ImageServer, jpeg_bytes: b
     assert recorder.names == []
 
 
-async def test_load_image(server: ImageServer, local_settings: Settings) -> None:
+async def test_fetch_then_decode(server: ImageServer, local_settings: Settings) -> None:
     async with ImageFetcher(local_settings) as fetcher:
-        img = await load_image(fetcher, server.url("/cat.jpg"), local_settings)
+        img = decode_image(await fetcher.fetch(server.url("/cat.jpg")), local_settings)
     assert img.mode == "RGB" and img.size == (256, 256)
 
 

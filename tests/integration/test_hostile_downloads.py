@@ -22,8 +22,9 @@ import pytest
 from PIL import Image
 
 from idios.config import Settings
+from idios.decoding import decode_image
 from idios.errors import IdiosError, Invalid, TooLarge
-from idios.images import ImageFetcher, load_image
+from idios.images import ImageFetcher
 
 from tests.support.imageserver import ImageServer, encode, zstd_module
 
@@ -212,7 +213,7 @@ async def test_content_length_shorter_than_body(server: ImageServer, jpeg: bytes
     async with ImageFetcher(settings) as fetcher:
         assert await fetcher.fetch(url) == jpeg[: len(jpeg) // 2]
         with pytest.raises(IdiosError) as info:
-            await load_image(fetcher, url, settings)
+            decode_image(await fetcher.fetch(url), settings)
         assert info.value.status == 422
         for _ in range(3):
             assert await fetcher.fetch(server.url("/ok.jpg")) == jpeg

@@ -104,7 +104,7 @@ def assert_agrees(fp32, model, images) -> None:
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
     assert (batched * reference).sum(axis=1).min() > 0.999
     # Activations are quantised per batch: alone, an image gets a vector very close to its batched one.
-    alone = np.array(model.embed_images(images[:1], urgent=True))[0]
+    alone = np.array(model.embed_images(images[:1], interactive=True))[0]
     assert float(alone @ batched[0]) > 0.999
 
     # Retrieval: each image's five nearest neighbours mostly stay the same.
@@ -161,9 +161,9 @@ def test_passes_side_by_side_give_the_same_vectors(images) -> None:
     per core): each batch still gets exactly its own vectors."""
     from concurrent.futures import ThreadPoolExecutor
 
-    model = REGISTRY["vit_b32"](Settings(weights="random", runtime="onnx", quantize="int8", torch_threads=2))
+    model = REGISTRY["vit_b32"](Settings(weights="random", runtime="onnx", quantize="int8", model_threads=2))
     model.load()
-    assert model.lock.parallel == 2
+    assert model.pass_slots.parallel == 2
     batches = [images[i : i + 4] for i in range(0, 16, 4)]
     alone = [np.array(model.embed_images(batch)) for batch in batches]
     with ThreadPoolExecutor(max_workers=4) as pool:

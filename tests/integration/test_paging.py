@@ -28,9 +28,9 @@ from idios.api.app import create_app
 from idios.config import Settings
 from idios.errors import Invalid
 from idios.jobs import JobRunner
-from idios.models import spec
+from idios.protocol import Job, SearchArgs, unwrap
+from idios.specs import spec
 from idios.store import Columns, Store, is_input_error
-from idios.transport import unwrap
 from idios.transport.local import LocalTransport
 from idios.transport.queues import encode
 
@@ -50,10 +50,10 @@ class MeasuringTransport(LocalTransport):
         super().__init__(runner)
         self.sizes: list[tuple[str, int]] = []
 
-    async def call(self, job: dict[str, Any], lane: Any) -> Any:
-        envelope = await self.runner.run(job)
-        self.sizes.append((job["op"], len(encode(envelope))))
-        return unwrap(envelope)
+    async def call(self, job: Job[Any]) -> Any:
+        reply = await self.runner.run(job)
+        self.sizes.append((job.op, len(encode(reply))))
+        return unwrap(reply)
 
 
 class App(SimpleNamespace):
@@ -78,7 +78,7 @@ def make_app(milvus_uri: str) -> Iterator[Callable[..., App]]:
         for name in names:
             model_spec = spec(name)
             store.ensure_collection(model_spec)
-            runner.models[name] = SimpleNamespace(spec=model_spec)
+            runner.models.models[name] = SimpleNamespace(spec=model_spec)  # type: ignore[assignment]
             runner.status[name] = {"status": "ready", "reason": ""}
         transport = MeasuringTransport(runner)
         client = TestClient(create_app(settings, transport), base_url="http://127.0.0.1")
@@ -298,7 +298,7 @@ def test_expressions_milvus_refuses_are_422_and_an_absent_milvus_503(make_app, m
     # Through a job: a filter that passes the expression builder but not Milvus is still a 422.
     with monkeypatch.context() as patched:
         patched.setattr(expr, "metadata_filter", lambda equalities: "metadata[")
-        job = {"op": "search", "model": "phash", "args": {"url": url, "filter": {"k": 1}}, "deadline": 2e9}
+        job = Job.of(SearchArgs(url=url, filter={"k": 1}), "phash", 60)
         answer = app.client.portal.call(app.transport.runner.run, job)
     assert answer["ok"] is False and answer["error"]["status"] == 422, answer
 
@@ -314,7 +314,7 @@ def test_expressions_milvus_refuses_are_422_and_an_absent_milvus_503(make_app, m
         raise MilvusException(code=2, message="Fail connecting to server on 127.0.0.1:19530")
 
     monkeypatch.setattr(store.client, "search", down)
-    job = {"op": "search", "model": "phash", "args": {"url": url}, "deadline": 2e9}
+    job = Job.of(SearchArgs(url=url), "phash", 60)
     answer = app.client.portal.call(app.transport.runner.run, job)
     assert answer["ok"] is False and answer["error"]["status"] == 503 and answer["error"]["type"] == "store_unavailable"
 

@@ -18,7 +18,7 @@ from pymilvus import DataType
 
 from idios import expr
 from idios.errors import Invalid
-from idios.models import spec
+from idios.specs import spec
 from idios.store import SchemaMismatch, Store
 
 from tests.support.milvus import drop_prefixed

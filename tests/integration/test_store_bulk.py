@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from idios import backup
-from idios.models import spec
+from idios.specs import spec
 from idios.store import Columns, Store
 
 VIT = spec("vit_b32")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from idios import expr
-from idios.models import spec
+from idios.specs import spec
 from idios.store import Columns, Store
 
 

@@ -13,7 +13,7 @@ from pymilvus.grpc_gen import schema_pb2
 
 from idios import backup
 from idios.errors import Invalid
-from idios.models import spec
+from idios.specs import spec
 from idios.store import _packed_floats
 from idios.transport.queues import decode, encode, encode_job
 from idios.wire import unpack_array

@@ -58,8 +58,8 @@ async def test_interactive_decodes_go_ahead_of_ingestion() -> None:
     await budget.acquire(90)
     bulk = asyncio.create_task(budget.acquire(50))
     await asyncio.sleep(0.01)
-    quick = asyncio.create_task(budget.acquire(5, urgent=True))  # fits: no interactive decode waits
-    search = asyncio.create_task(budget.acquire(50, urgent=True))
+    quick = asyncio.create_task(budget.acquire(5, interactive=True))  # fits: no interactive decode waits
+    search = asyncio.create_task(budget.acquire(50, interactive=True))
     await asyncio.sleep(0.01)
     assert quick.done() and not search.done() and not bulk.done()
     budget.release(90)

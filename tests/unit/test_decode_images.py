@@ -15,7 +15,7 @@ from skimage import data as skdata
 
 from idios.config import Settings
 from idios.errors import IdiosError, Invalid, TooLarge
-from idios.images import ImageFetcher, decode_image, load_image
+from idios.images import ImageFetcher, decode_image
 
 # ---------------------------------------------------------------- helpers
 
@@ -259,5 +259,5 @@ async def test_custom_transport(jpeg_bytes: bytes) -> None:
 
     settings = make_settings()
     async with ImageFetcher(settings, transport=httpx.MockTransport(handler)) as fetcher:
-        img = await load_image(fetcher, "https://images.example/old", settings)
+        img = decode_image(await fetcher.fetch("https://images.example/old"), settings)
     assert img.size == (256, 256)

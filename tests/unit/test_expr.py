@@ -48,9 +48,6 @@ def test_expression_outputs() -> None:
     )
     assert expr.scalar_literal(-7) == "-7"
     assert expr.scalar_literal(1e-30) == "1e-30"
-    assert expr.combine() == ""
-    assert expr.combine("", "a == 1", "", "b == 2") == "(a == 1) and (b == 2)"
-    assert expr.combine("a == 1") == "(a == 1)"
 
 
 @pytest.mark.parametrize("bad", [{"": 1}, {1: 1}, {"k": [1]}, {"k": None}, {"k": {"a": 1}}, {"k": math.nan}])

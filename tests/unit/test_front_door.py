@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
-from idios import models
 from idios.api.app import create_app
 from idios.auth import KeyRing, hash_key
 from idios.config import Settings
-from idios.transport import Lane, Transport
+
+from tests.unit.fakes import FakeTransport
 
 READ_KEY, WRITE_KEY = "front-door-reader", "front-door-writer"
 KEYS = [f"read:{hash_key(READ_KEY)}", f"write:{hash_key(WRITE_KEY)}"]
@@ -32,29 +32,12 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-class FakeTransport(Transport):
+ANSWERS: dict[str, Any] = {"ping": "pong", "search": [], "compare": 50.0, "urls": [], "dump": [], "count": 0}
+
+
+def front_transport() -> FakeTransport:
     """Answers every job at once and remembers it: what passed the front door reached the transport."""
-
-    ANSWERS: dict[str, Any] = {"ping": "pong", "search": [], "compare": 50.0, "urls": [], "dump": [], "count": 0}
-
-    def __init__(self) -> None:
-        self.jobs: list[dict[str, Any]] = []
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def call(self, job: dict[str, Any], lane: Lane) -> Any:
-        self.jobs.append(job)
-        return self.ANSWERS.get(job["op"])
-
-    async def model_status(self) -> dict[str, dict[str, str]]:
-        return {name: {"status": "ready"} for name in models.REGISTRY}
-
-    async def ready(self, model: str | None, *, admit: bool = False) -> None:
-        pass
+    return FakeTransport(lambda job: ANSWERS.get(job.op))
 
 
 class BodyReads:
@@ -83,7 +66,7 @@ class Front:
 def front(request: pytest.FixtureRequest) -> Iterator[Front]:
     """An in-process API; `@pytest.mark.parametrize("front", [{setting: value}], indirect=True)` sets settings."""
     overrides = getattr(request, "param", {})
-    transport = FakeTransport()
+    transport = front_transport()
     reads = BodyReads(create_app(Settings(_env_file=None, **overrides), transport))
     with TestClient(reads, base_url=BASE) as client:
         yield Front(client, transport, reads)
@@ -141,7 +124,7 @@ def test_ping_with_rpc_needs_a_read_key(front: Front) -> None:
     assert front.transport.jobs == []
     for key in (READ_KEY, WRITE_KEY):
         assert front.client.get("/ping", params={"rpc": "true"}, headers=auth(key)).json() == "pong"
-    assert [job["op"] for job in front.transport.jobs] == ["ping", "ping"]
+    assert [job.op for job in front.transport.jobs] == ["ping", "ping"]
 
 
 def test_ping_with_rpc_is_open_without_keys(front: Front) -> None:
@@ -230,7 +213,7 @@ def test_upload_limit_leaves_room_for_base64(front: Front) -> None:
     refused(upload(UPLOAD_LIMIT), 413, "body_too_large", f"{UPLOAD_LIMIT} bytes", "base64")
     assert front.reads.bytes == 0
     # the job that passed carries the file base64 encoded: it fits the 2 MiB broker message
-    assert len(front.transport.jobs[0]["args"]["image"]) < 2 * MIB - 64 * KIB
+    assert len(front.transport.jobs[0].args.image) < 2 * MIB - 64 * KIB
 
     # without Content-Length, refused as soon as the body passes the limit
     head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
@@ -294,7 +277,7 @@ def test_bodiless_posts_need_no_content_type(front: Front) -> None:
 
 
 def hosted(**overrides: Any) -> TestClient:
-    return TestClient(create_app(Settings(_env_file=None, **overrides), FakeTransport()), base_url=BASE)
+    return TestClient(create_app(Settings(_env_file=None, **overrides), front_transport()), base_url=BASE)
 
 
 def test_on_loopback_only_loopback_names_are_answered() -> None:
@@ -357,7 +340,7 @@ def test_a_keys_file_without_keys_is_an_error(tmp_path: Path, text: str, problem
         KeyRing.load([], path)
     assert "raw-key" not in str(info.value)
     with pytest.raises(ConfigError):
-        create_app(Settings(_env_file=None, api_keys_file=path), FakeTransport())
+        create_app(Settings(_env_file=None, api_keys_file=path), front_transport())
 
 
 def test_keys_file_comments_may_be_indented(tmp_path: Path) -> None:

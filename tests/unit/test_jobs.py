@@ -33,6 +33,7 @@ from idios.protocol import (
     UrlsArgs,
 )
 from idios.specs import PHASH
+
 from tests.unit.fakes import FakeFetcher, MemoryStore
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 
 from idios import pages
-from idios.models import spec
+from idios.specs import spec
 from idios.store import Columns
 from idios.transport.queues import encode
 

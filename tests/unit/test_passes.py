@@ -34,11 +34,11 @@ def test_forward_pass_layout_follows_the_settings() -> None:
         settings = Settings(**fields)
         return parallel_passes(settings), pass_threads(settings)
 
-    assert layout(torch_threads=4) == (4, 1)  # the default: one thread per pass, a pass per core
-    assert layout(torch_threads=4, pass_threads=2) == (2, 2)
-    assert layout(torch_threads=4, pass_threads=0) == (1, 4)  # one pass at a time on every core
-    assert layout(torch_threads=4, pass_threads=3) == (1, 3)
-    assert layout(torch_threads=2, pass_threads=8) == (1, 2)  # never more threads than cores
+    assert layout(model_threads=4) == (4, 1)  # the default: one thread per pass, a pass per core
+    assert layout(model_threads=4, pass_threads=2) == (2, 2)
+    assert layout(model_threads=4, pass_threads=0) == (1, 4)  # one pass at a time on every core
+    assert layout(model_threads=4, pass_threads=3) == (1, 3)
+    assert layout(model_threads=2, pass_threads=8) == (1, 2)  # never more threads than cores
     assert layout(pass_threads=0) == (1, os.cpu_count())
 
 
@@ -49,9 +49,9 @@ def test_pass_slots_run_bulk_batches_side_by_side_and_never_make_a_search_wait()
     inside: list[str] = []
     release = {name: threading.Event() for name in ("bulk1", "bulk2", "bulk3", "search")}
 
-    def run(name: str, urgent: bool) -> threading.Thread:
+    def run(name: str, interactive: bool) -> threading.Thread:
         def body() -> None:
-            with slots.hold(urgent):
+            with slots.hold(interactive):
                 inside.append(name)
                 release[name].wait(10)
                 inside.remove(name)

@@ -30,6 +30,7 @@ from idios.protocol import (
     UrlsArgs,
 )
 from idios.specs import PHASH, VIT_B32
+
 from tests.unit.fakes import FakeTransport
 
 SETTINGS = Settings(request_timeout=7, bulk_timeout=70, max_bulk_items=20, max_restore_rows=3)

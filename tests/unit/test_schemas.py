@@ -18,7 +18,7 @@ _JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.text(max_size=4), _JSON_VALUES, max_size=6))
 def test_metadata_limit_takes_the_same_decisions_as_measuring_json_dumps(value: dict) -> None:
     """The metadata limit skips the exact (slow) measure for small metadata: with a limit small

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from idios.errors import Invalid
-from idios.models import ModelSpec, spec
+from idios.specs import ModelSpec, spec
 
 VIT = spec("vit_b32")
 PHASH = spec("phash")

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from idios import __version__
 from idios.api.guard import BodyTooLarge, FrontDoor, host_patterns
-from idios.api.routes import router
+from idios.api.routes import ROUTERS
 from idios.auth import KeyRing
 from idios.config import Settings
 from idios.errors import IdiosError
@@ -79,7 +79,8 @@ def create_app(settings: Settings, transport: Transport) -> FastAPI:
         log.warning("no API keys configured: anyone who reaches this API can read and write")
     else:
         log.info("API keys: %d configured", len(app.state.keys.scopes))
-    app.include_router(router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     # The web page holds no data, so it needs no API key; the calls it makes do.
     @app.get("/", include_in_schema=False)
@@ -113,7 +114,8 @@ def create_app(settings: Settings, transport: Transport) -> FastAPI:
         return _error(422, detail)
 
     # Host, API key, Content-Type and body size, checked before any route reads a body. The routes
-    # outside `router` (the page, /static, /docs) are open and take no body: the default door.
+    # outside ROUTERS (the page, /static, /docs) are open and take no body: the default door.
     hosts = host_patterns(settings)  # a bad IDIOS_ALLOWED_HOSTS fails here, not at the first request
-    app.add_middleware(FrontDoor, routes=router.routes, settings=settings, keys=app.state.keys, hosts=hosts)
+    routes = [route for router in ROUTERS for route in router.routes]
+    app.add_middleware(FrontDoor, routes=routes, settings=settings, keys=app.state.keys, hosts=hosts)
     return app

@@ -106,9 +106,10 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The API key may not do this"},
 }
 
-# The routes: `router` serves them all; `model_router` holds those of one model, under its path.
+# `router` holds the routes of the server, `model_router` those of one model, under its path.
 router = APIRouter(responses=ERRORS)
-model_router = APIRouter(prefix="/models/{model}")
+model_router = APIRouter(prefix="/models/{model}", responses=ERRORS)
+ROUTERS = (router, model_router)
 
 NO_CONTENT = Response(status_code=204)
 
@@ -466,6 +467,3 @@ async def count(spec: SpecDep, jobs: JobsDep) -> int:
 async def remove(spec: SpecDep, jobs: JobsDep, body: RemoveRequest) -> Response:
     await jobs.run(RemoveArgs(url=body.url), spec)
     return NO_CONTENT
-
-
-router.include_router(model_router)

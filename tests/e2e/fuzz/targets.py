@@ -24,6 +24,7 @@ from idios import expr, netguard
 from idios.config import Settings
 from idios.decoding import decode_image
 from idios.errors import IdiosError
+from idios.limits import URL_MAX_CHARS
 from idios.models.base import ModelSpec
 
 Target = Callable[[bytes], None]
@@ -75,7 +76,7 @@ def url(data: bytes) -> None:
         accepted = None
     stripped = value.strip()
     plain = netguard._PLAIN_URL.fullmatch(stripped)
-    if len(stripped) <= netguard.MAX_URL_LENGTH and netguard._is_plain(stripped):
+    if len(stripped) <= URL_MAX_CHARS and netguard._is_plain(stripped):
         # The fast path accepts only what httpx's parse accepts, with the same host and port.
         assert accepted == stripped, (value, accepted)
         parsed = httpx.URL(stripped)
@@ -86,12 +87,11 @@ def url(data: bytes) -> None:
     if accepted is None:
         return
     assert accepted == stripped
-    assert len(accepted) <= netguard.MAX_URL_LENGTH
+    assert len(accepted) <= URL_MAX_CHARS
     parsed = httpx.URL(accepted)  # what the fetcher does next
     assert parsed.scheme in netguard.ALLOWED_SCHEMES, accepted
     assert parsed.host, accepted
     assert not parsed.userinfo, accepted
-    netguard.url_host_port(accepted)
 
 
 # --- AddressGuard ---------------------------------------------------------------------------------------

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks import report
+from benchmarks.__main__ import Results
+from benchmarks.scenarios import Latency
 
-from benchmarks import report  # noqa: E402
-from benchmarks.__main__ import Results  # noqa: E402
-from benchmarks.scenarios import Latency  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
-FIXTURE = Path(__file__).parent / "data" / "bench-results-2026-11-30-vm.json"
+FIXTURE = ROOT / "tests" / "data" / "bench-results-2026-11-30-vm.json"
 PUBLISHED = ROOT / "benchmarks" / "results" / "2026-11-30-vm.md"
 STEM = "2026-11-30-vm"
 HEADINGS = [
