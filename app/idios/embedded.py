@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("idios.embedded")
 
 # What the bundled server changes in Milvus's defaults. docker/milvus.yaml sets the same for the
-# Milvus node (tests/test_compose.py holds the two together).
+# Milvus node (tests/deploy/test_compose.py holds the two together).
 SERVER_CONFIG: dict[str, int | float] = {
     # Strong reads (counts, listings) wait for the next time tick; 200 ms by default is too slow for a
     # single-node index where ticks cost next to nothing.

@@ -70,7 +70,7 @@ def validate_url(url: str) -> str:
 # httpx.URL takes about 25 us to parse a url: most of a restore's cost per row on the API. A url of
 # the common plain shape below (lowercase http(s), an ASCII host, a port, printable ASCII after it)
 # is one that httpx accepts with a host and no credentials, so it skips the parse; any other url gets
-# it. tests/test_netguard.py checks that both ways agree.
+# it. tests/unit/test_netguard.py checks that both ways agree.
 _PLAIN_URL = re.compile(r"https?://(?P<host>[a-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?(?:[/?#][\x21-\x7e]*)?", re.ASCII)
 # httpx's own test for a host it then parses as an IPv4 address (its dots match any character).
 _IPV4_STYLE_HOST = re.compile(r"[0-9]+.[0-9]+.[0-9]+.[0-9]+")

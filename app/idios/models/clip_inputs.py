@@ -2,7 +2,7 @@
 
 The ONNX Runtime path keeps torch out of the worker process (importing it is most of a worker's
 memory), and open_clip's preprocessing (torchvision transforms) and tokenizer module both import
-it. These build the same arrays; `tests/test_models.py` checks them against open_clip's own.
+it. These build the same arrays; `tests/integration/test_models.py` checks them against open_clip's own.
 """
 
 from __future__ import annotations
