@@ -9,20 +9,19 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
 from idios.auth import hash_key
 
-from tests.support.stack import Process, free_port, wait_until
-from tests.support.stacks import Stack, stack_env
+from tests.support.api import JSON, big_bulk, refused
+from tests.support.stack import free_port
+from tests.support.stacks import Stack, start_serve
 
 READ_KEY, WRITE_KEY = "front-door-reader", "front-door-writer"
 KEYS = [f"read:{hash_key(READ_KEY)}", f"write:{hash_key(WRITE_KEY)}"]
 
 
-JSON = {"content-type": "application/json"}
 KIB, MIB = 1024, 1024 * 1024
 
 
@@ -30,21 +29,7 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def refused(response: httpx.Response, status: int, kind: str, *words: str) -> str:
-    assert response.status_code == status, response.text
-    detail = response.json()["detail"][0]
-    assert detail["type"] == kind, detail
-    for word in words:
-        assert word in detail["msg"], detail
-    return detail["msg"]
-
-
 # --- API keys are checked before the body is read ---------------------------------------------------
-
-
-def big_bulk(size: int) -> bytes:
-    item = b'{"url": "http://127.0.0.2/a.jpg", "metadata": {"k": 1}},'
-    return b"[" + item * (size // len(item)) + b'{"url": "http://127.0.0.2/a.jpg"}]'
 
 
 @pytest.mark.parametrize(
@@ -89,20 +74,15 @@ def keyed_serve(milvus_uri: str, artifacts: Path) -> Iterator[Stack]:
     """`idios serve` with API keys (phash only, to start fast)."""
     log_dir = artifacts / "test_front_door"
     log_dir.mkdir(exist_ok=True)
-    env = stack_env(milvus_uri, IDIOS_PORT=str(free_port()), IDIOS_MODELS="phash", IDIOS_API_KEYS=",".join(KEYS))
-    process = Process("serve", ["serve"], env, log_dir)
-    stack = Stack("embedded", f"http://127.0.0.1:{env['IDIOS_PORT']}", env, [process], log_dir)
-
-    def ready() -> bool:
-        answer = httpx.get(f"{stack.url}/models", headers=auth(READ_KEY), timeout=5)
-        return answer.status_code == 200 and {m["name"]: m["status"] for m in answer.json()}["phash"] == "ready"
-
+    stack = start_serve(
+        milvus_uri, log_dir, models=("phash",), key=READ_KEY, IDIOS_MODELS="phash", IDIOS_API_KEYS=",".join(KEYS)
+    )
     try:
-        wait_until(ready, 180, "idios serve with API keys", [process])
         yield stack
     finally:
         stack.stop()
-    assert "Traceback" not in process.log(), process.log()[-4000:]
+    log = stack.processes[0].log()
+    assert "Traceback" not in log, log[-4000:]
 
 
 def test_30_mb_without_a_key_costs_the_server_no_memory(keyed_serve: Stack) -> None:

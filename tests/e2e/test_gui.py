@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
 
@@ -19,8 +18,7 @@ from idios.auth import hash_key
 
 from tests.support.imageserver import ImageServer
 from tests.support.photos import PHOTO_NAMES, jpeg
-from tests.support.stack import Process, free_port, wait_until
-from tests.support.stacks import IMAGE_HOST, Stack, stack_env, start_serve
+from tests.support.stacks import IMAGE_HOST, Stack, start_serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIT = "/models/vit_b32"
@@ -439,21 +437,14 @@ def keyed(milvus_uri: str, images: ImageServer, artifacts: Path) -> Iterator[Sta
     """`idios serve` with an API key (phash only, to start fast)."""
     log_dir = artifacts / "test_gui-keyed"
     log_dir.mkdir(exist_ok=True)
-    port = free_port()
-    env = stack_env(milvus_uri, IDIOS_PORT=str(port), IDIOS_MODELS="phash", IDIOS_API_KEYS=f"write:{hash_key(API_KEY)}")
-    process = Process("serve", ["serve"], env, log_dir)
-    stack = Stack("embedded", f"http://127.0.0.1:{port}", env, [process], log_dir)
-
-    def ready() -> bool:
-        answer = httpx.get(f"{stack.url}/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
-        return answer.status_code == 200 and {m["name"]: m["status"] for m in answer.json()}["phash"] == "ready"
-
+    keys = f"write:{hash_key(API_KEY)}"
+    stack = start_serve(milvus_uri, log_dir, models=("phash",), key=API_KEY, IDIOS_MODELS="phash", IDIOS_API_KEYS=keys)
     try:
-        wait_until(ready, 180, "idios serve with an API key", [process])
         yield stack
     finally:
         stack.stop()
-    assert "Traceback" not in process.log(), process.log()[-4000:]
+    log = stack.processes[0].log()
+    assert "Traceback" not in log, log[-4000:]
 
 
 def test_api_key_is_asked_for_and_used(browser: Browser, keyed: Stack, images: ImageServer, shots: Path) -> None:

@@ -4,44 +4,13 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import numpy as np
-import orjson
-from fastapi.testclient import TestClient
 
+from tests.support.api import assert_every_row_once_in_order, bits_rows, restore, streamed_dump
 from tests.support.stack import Process, free_port, models_ready, wait_until
 from tests.support.stacks import AMQP_URL, IMAGE_HOST
-
-JSON = {"content-type": "application/json"}
-
-
-def bits_rows(urls: list[str], seed: int, metadata: Callable[[int], dict] = lambda i: {"i": i}) -> list[dict]:
-    bits = np.random.default_rng(seed).integers(0, 2, (len(urls), 64)).tolist()
-    return [{"url": url, "metadata": metadata(i), "embedding": bits[i]} for i, url in enumerate(urls)]
-
-
-def restore(client: TestClient | httpx.Client, model: str, rows: list[dict], batch: int = 5000) -> None:
-    for start in range(0, len(rows), batch):
-        body = orjson.dumps(rows[start : start + batch], option=orjson.OPT_SERIALIZE_NUMPY)
-        response = client.post(f"/models/{model}/restore", content=body, headers=JSON)
-        assert response.status_code == 204, response.text
-
-
-def streamed_dump(client: TestClient | httpx.Client, model: str, page: int) -> list[dict]:
-    response = client.get(f"/models/{model}/dump.jsonl", params={"page": page})
-    assert response.status_code == 200, response.text
-    assert response.content.endswith(b"\n")
-    return [orjson.loads(line) for line in response.content.splitlines()]
-
-
-def assert_every_row_once_in_order(dumped: list[str], stored: list[str]) -> None:
-    assert dumped == sorted(dumped), "out of order"
-    assert len(dumped) == len(set(dumped)), "a row twice"
-    missing = sorted(set(stored) - set(dumped))
-    assert not missing, f"{len(missing)} stored rows missing, e.g. {missing[:3]}"
 
 
 def start_api_and_worker(milvus_uri: str, log_dir: Path, **extra: str) -> tuple[str, list[Process]]:

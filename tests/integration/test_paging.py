@@ -28,18 +28,18 @@ from idios.api.app import create_app
 from idios.config import Settings
 from idios.errors import Invalid
 from idios.jobs import JobRunner
-from idios.protocol import Job, SearchArgs, unwrap
+from idios.protocol import PROTOCOL_VERSION, Job, SearchArgs, unwrap
 from idios.specs import spec
 from idios.store import Columns, Store, is_input_error
 from idios.transport.local import LocalTransport
 from idios.transport.queues import encode
 
+from tests.support.api import JSON, assert_every_row_once_in_order, bits_rows, paged_dump, restore, streamed_dump
 from tests.support.milvus import drop_prefixed
 from tests.support.stacks import IMAGE_HOST
 
 PHASH = spec("phash")
 VIT_L = spec("vit_l14")
-JSON = {"content-type": "application/json"}
 SMALL_MESSAGE = 2 * 1024 * 1024  # a 2 MiB broker limit: pages of a few hundred big rows pass it
 
 
@@ -91,42 +91,6 @@ def make_app(milvus_uri: str) -> Iterator[Callable[..., App]]:
         client.__exit__(None, None, None)
         drop_prefixed(store.client, prefix)
         store.close()
-
-
-def bits_rows(urls: list[str], seed: int, metadata: Callable[[int], dict] = lambda i: {"i": i}) -> list[dict]:
-    bits = np.random.default_rng(seed).integers(0, 2, (len(urls), 64)).tolist()
-    return [{"url": url, "metadata": metadata(i), "embedding": bits[i]} for i, url in enumerate(urls)]
-
-
-def restore(client: TestClient | httpx.Client, model: str, rows: list[dict], batch: int = 5000) -> None:
-    for start in range(0, len(rows), batch):
-        body = orjson.dumps(rows[start : start + batch], option=orjson.OPT_SERIALIZE_NUMPY)
-        response = client.post(f"/models/{model}/restore", content=body, headers=JSON)
-        assert response.status_code == 204, response.text
-
-
-def paged_dump(client: TestClient, model: str, limit: int) -> list[dict]:
-    """POST /dump page after page, each from the last url of the one before, to an empty page."""
-    rows: list[dict] = []
-    cursor = None
-    while page := orjson.loads(client.post(f"/models/{model}/dump", json={"cursor": cursor, "limit": limit}).content):
-        rows += page
-        cursor = page[-1]["url"]
-    return rows
-
-
-def streamed_dump(client: TestClient | httpx.Client, model: str, page: int) -> list[dict]:
-    response = client.get(f"/models/{model}/dump.jsonl", params={"page": page})
-    assert response.status_code == 200, response.text
-    assert response.content.endswith(b"\n")
-    return [orjson.loads(line) for line in response.content.splitlines()]
-
-
-def assert_every_row_once_in_order(dumped: list[str], stored: list[str]) -> None:
-    assert dumped == sorted(dumped), "out of order"
-    assert len(dumped) == len(set(dumped)), "a row twice"
-    missing = sorted(set(stored) - set(dumped))
-    assert not missing, f"{len(missing)} stored rows missing, e.g. {missing[:3]}"
 
 
 # rows written while a dump runs
@@ -274,7 +238,8 @@ def test_filters_the_store_cannot_match_are_refused_with_422(make_app, bad: dict
     assert upload.status_code == 422 and upload.json()["detail"][0]["type"] == "bad_filter", upload.text
 
     # A job that skips the API's validation (another client of the broker) gets the same refusal.
-    job = {"op": "search", "model": "phash", "args": {"url": url, "filter": bad}, "deadline": 2e9}
+    wire = {"v": PROTOCOL_VERSION, "op": "search", "model": "phash", "args": {"url": url, "filter": bad}}
+    job = Job.from_wire({**wire, "deadline": 2e9})
     answer = app.client.portal.call(app.transport.runner.run, job)
     assert answer["ok"] is False and answer["error"]["status"] == 422 and answer["error"]["type"] == "bad_filter"
 

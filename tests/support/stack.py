@@ -82,8 +82,13 @@ def wait_until(check, timeout: float, what: str, processes: list[Subprocess] = (
     raise TimeoutError(f"timed out waiting for {what}\n{logs}")
 
 
-def models_ready(base_url: str, names: tuple[str, ...] = ("vit_b32", "phash")) -> bool:
-    answer = httpx.get(f"{base_url}/models", timeout=5).json()
+def models_ready(base_url: str, names: tuple[str, ...] = ("vit_b32", "phash"), key: str | None = None) -> bool:
+    """Whether the server lists those models as ready (asking with the API key `key`, when given)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx.get(f"{base_url}/models", headers=headers, timeout=5)
+    if response.status_code != 200:
+        return False
+    answer = response.json()
     status = {model["name"]: model["status"] for model in answer}
     return all(status.get(name) == "ready" for name in names)
 

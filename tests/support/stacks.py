@@ -73,13 +73,16 @@ class Stack:
             client.close()
 
 
-def start_serve(milvus: str, log_dir: Path, **extra: str) -> Stack:
+def start_serve(
+    milvus: str, log_dir: Path, *, models: tuple[str, ...] = ("vit_b32", "phash"), key: str | None = None, **extra: str
+) -> Stack:
+    """`idios serve`, once `models` are ready (asked with the API key `key` when the server has keys)."""
     port = free_port()
     env = stack_env(milvus, IDIOS_PORT=str(port), **extra)
     process = Process("serve", ["serve"], env, log_dir)
     stack = Stack("embedded", f"http://127.0.0.1:{port}", env, [process], log_dir)
     try:
-        wait_until(lambda: models_ready(stack.url), 180, "idios serve", [process])
+        wait_until(lambda: models_ready(stack.url, models, key), 180, "idios serve", [process])
     except BaseException:
         stack.stop()
         raise

@@ -18,13 +18,13 @@ from idios.api.app import create_app
 from idios.auth import KeyRing, hash_key
 from idios.config import Settings
 
+from tests.support.api import JSON, big_bulk, refused
 from tests.unit.fakes import FakeTransport
 
 READ_KEY, WRITE_KEY = "front-door-reader", "front-door-writer"
 KEYS = [f"read:{hash_key(READ_KEY)}", f"write:{hash_key(WRITE_KEY)}"]
 BASE = "http://127.0.0.1:4213"
 VIT = "/models/vit_b32"
-JSON = {"content-type": "application/json"}
 KIB, MIB = 1024, 1024 * 1024
 
 
@@ -75,21 +75,7 @@ def front(request: pytest.FixtureRequest) -> Iterator[Front]:
 KEYED = {"api_keys": KEYS}
 
 
-def refused(response: httpx.Response, status: int, kind: str, *words: str) -> str:
-    assert response.status_code == status, response.text
-    detail = response.json()["detail"][0]
-    assert detail["type"] == kind, detail
-    for word in words:
-        assert word in detail["msg"], detail
-    return detail["msg"]
-
-
 # --- API keys are checked before the body is read ---------------------------------------------------
-
-
-def big_bulk(size: int) -> bytes:
-    item = b'{"url": "http://127.0.0.2/a.jpg", "metadata": {"k": 1}},'
-    return b"[" + item * (size // len(item)) + b'{"url": "http://127.0.0.2/a.jpg"}]'
 
 
 @pytest.mark.parametrize("front", [KEYED], indirect=True)

@@ -10,6 +10,7 @@ import aio_pika
 import orjson
 
 from idios.config import Settings
+from idios.protocol import PROTOCOL_VERSION
 from idios.worker import Worker
 
 
@@ -35,7 +36,7 @@ def test_a_job_whose_reply_channel_is_closed_is_handed_back(monkeypatch) -> None
     as long as the connection lived, instead of going at once to a worker that can answer it."""
 
     class Runner:
-        async def run(self, job: dict) -> dict:
+        async def run(self, job: Any) -> dict:
             return {"ok": True, "value": "pong"}
 
     class ClosedExchange:
@@ -44,6 +45,6 @@ def test_a_job_whose_reply_channel_is_closed_is_handed_back(monkeypatch) -> None
 
     worker = Worker(Settings(_env_file=None, models=[]), Runner())  # type: ignore[arg-type]
     worker._replies = SimpleNamespace(default_exchange=ClosedExchange())  # type: ignore[assignment]
-    message = _Message({"op": "ping", "args": {}, "deadline": 2e9})
+    message = _Message({"v": PROTOCOL_VERSION, "op": "ping", "args": {}, "deadline": 2e9})
     asyncio.run(worker._handle(None, message))  # type: ignore[arg-type]
     assert message.settled == ["nack requeue=True"]
