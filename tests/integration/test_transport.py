@@ -210,12 +210,12 @@ async def test_a_job_over_the_message_limit_is_never_published(milvus_uri: str) 
         assert channel is not None and not channel.is_closed
         assert (await queue_state(channel, ingest)) == (0, 0)
 
-        waiting = asyncio.create_task(transport.call(Job.of(rows(2, lambda i: {}), "phash", 3)))
+        waiting = asyncio.create_task(transport.call(Job.of(rows(2, lambda i: {}), "phash", 5)))
 
         async def queued() -> bool:
             return (await queue_state(channel, ingest))[1] == 1
 
-        await wait_for(queued, "the small restore to wait on the queue", 3)
+        await wait_for(queued, "the small restore to wait on the queue", 5)
         with pytest.raises(Timeout) as late:
             await waiting
         assert (late.value.status, late.value.type) == (504, "worker_timeout")

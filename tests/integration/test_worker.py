@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from idios.config import Settings
 from idios.jobs import JobRunner
-from idios.protocol import PROTOCOL_VERSION, AddArgs, Job
+from idios.protocol import PROTOCOL_VERSION, AddArgs, Job, Lane
 from idios.store import Store
 from idios.transport.queues import LANES, declare, encode_job, queue_name
 
@@ -93,8 +93,8 @@ class Deployment:
     store: Store
     raw: RawClient
 
-    def queue(self, lane: str = "interactive") -> str:
-        return queue_name(self.settings.queue_prefix, "phash", lane)  # type: ignore[arg-type]
+    def queue(self, lane: Lane = "interactive") -> str:
+        return queue_name(self.settings.queue_prefix, "phash", lane)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -130,7 +130,13 @@ async def test_jobs_it_cannot_run_get_a_clear_error_and_are_acked(deployment: De
         assert await raw.call(deployment.queue(), orjson.dumps(job_body())) == {"ok": True, "value": 0}
     # the worker has stopped: whatever it had not acked is back on its queues
     for lane in LANES:
-        assert (await queue_state(raw.channel, queue_name(deployment.settings.queue_prefix, "phash", lane))) == (0, 0)
+        name = queue_name(deployment.settings.queue_prefix, "phash", lane)
+
+        async def released(name: str = name) -> bool:
+            return (await queue_state(raw.channel, name))[0] == 0
+
+        await wait_for(released, f"the broker to see {name}'s consumer gone", 10)
+        assert (await queue_state(raw.channel, name))[1] == 0, f"messages left on {name}"
     assert all(len(raw.replies[correlation]) == 1 for correlation in [*sent.values(), ingest]), raw.replies
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -62,8 +62,8 @@ async def queue_state(channel: AbstractChannel, name: str) -> tuple[int, int]:
     return int(declared.consumer_count or 0), int(declared.message_count or 0)
 
 
-async def wait_for(check: Any, what: str, timeout: float = 15.0) -> None:
-    """Await `check()` (a coroutine function) until it is true."""
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15.0) -> None:
+    """Await `check()` until it is true; an AssertionError naming `what` after `timeout` seconds."""
     try:
         async with asyncio.timeout(timeout):
             while not await check():
