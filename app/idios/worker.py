@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from typing import Any
@@ -87,7 +88,7 @@ class Worker:
 
     async def _consume(self, channel: AbstractChannel, name: str) -> None:
         queue = await declare(channel, name)
-        tag = await queue.consume(lambda message: self._spawn(channel, message))
+        tag = await queue.consume(functools.partial(self._spawn, channel))
         self._consumers.append((queue, tag))
 
     async def _spawn(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:

@@ -21,6 +21,7 @@ from idios.transport.amqp import AmqpTransport
 
 from tests.support.imageserver import ImageServer
 from tests.support.inprocess import InProcess, in_process
+from tests.support.inworker import drop_queues
 from tests.support.photos import PHOTO_NAMES, jpeg
 from tests.support.stacks import AMQP_URL, IMAGE_HOST
 
@@ -155,6 +156,7 @@ async def test_a_job_over_the_message_limit_is_refused_before_it_is_sent() -> No
         assert not transport._pending
     finally:
         await transport.close()
+        await drop_queues(AMQP_URL, settings.queue_prefix)  # durable: the broker would keep them
 
 
 async def test_requests_waiting_for_replies_fail_at_once_when_the_reply_channel_closes() -> None:
@@ -179,3 +181,4 @@ async def test_requests_waiting_for_replies_fail_at_once_when_the_reply_channel_
         assert "reply channel" in outcomes[0].msg
     finally:
         await transport.close()
+        await drop_queues(AMQP_URL, settings.queue_prefix)  # durable: the broker would keep them
