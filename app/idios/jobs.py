@@ -190,9 +190,9 @@ class JobRunner:
             await self._refuse_stored(model.spec, batch, replies)
             images = await self._fetch_images(batch, replies)
             if images:
-                await self._embed_and_store(model, batch, images)
+                refused = await self._embed_and_store(model, batch, images)
                 for i in images:
-                    replies[i] = ok("added")
+                    replies[i] = refused.get(batch[i].args.url) or ok("added")
         except IdiosError as exc:  # the store failed: every add not answered yet fails with it
             return [reply if reply is not None and not reply["ok"] else failed(exc) for reply in replies]
         return [reply if reply is not None else failed(IdiosError("not processed", status=500)) for reply in replies]
@@ -227,13 +227,32 @@ class JobRunner:
                 images[i] = image
         return images
 
-    async def _embed_and_store(self, model: EmbeddingModel, batch: list[PendingAdd], images: dict[int, Image]) -> None:
+    async def _embed_and_store(
+        self, model: EmbeddingModel, batch: list[PendingAdd], images: dict[int, Image]
+    ) -> dict[str, Reply]:
+        """One forward pass and one write; the failure of each url the store refused to take.
+
+        A write the store refuses (a row it will not take: a url or metadata over its limits, which
+        a job from another release or a forged one can carry) is tried again row by row, so only
+        the adds whose rows it refuses fail, not every add that shared their batch."""
         vectors = await self.compute.embed(model, list(images.values()))
         rows = {}
         for i, vector in zip(images, vectors, strict=True):
             args = batch[i].args
             rows[args.url] = {"url": args.url, "vector": vector, "metadata": args.metadata}
-        await self.compute.store_call(self.store.upsert, model.spec, list(rows.values()))
+        try:
+            await self.compute.store_call(self.store.upsert, model.spec, list(rows.values()))
+            return {}
+        except Invalid:
+            if len(rows) == 1:
+                raise
+        refused: dict[str, Reply] = {}
+        for url, row in rows.items():
+            try:
+                await self.compute.store_call(self.store.upsert, model.spec, [row])
+            except Invalid as exc:
+                refused[url] = failed(exc)
+        return refused
 
     async def restore(self, job: Job[RestoreArgs]) -> int:
         model = self.models.get(job.model)

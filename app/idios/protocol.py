@@ -240,7 +240,19 @@ def failed(error: IdiosError) -> Reply:
 
 
 def unwrap(reply: Reply) -> Any:
-    """The reply's value, or the error it carries raised again."""
-    if reply.get("ok"):
+    """The reply's value, or the error it carries raised again; Unavailable (503, `bad_reply`) for a
+    reply that is no envelope (a worker of another release, a stray message on the reply queue), so
+    the API answers it with its error shape instead of a 500, or a 200 carrying an error."""
+    if not isinstance(reply, dict):
+        raise _bad_reply(f"a {type(reply).__name__}, not an object")
+    if reply.get("ok") is True:
         return reply.get("value")
-    raise IdiosError.from_wire(reply.get("error") or {})
+    error = reply.get("error") or {}
+    status = error.get("status", 500) if isinstance(error, dict) else None
+    if type(status) is not int or not 400 <= status <= 599:
+        raise _bad_reply(f"its error is {str(error)[:200]}")
+    raise IdiosError.from_wire(error)
+
+
+def _bad_reply(what: str) -> Unavailable:
+    return Unavailable(f"unreadable reply from a worker: {what}", type="bad_reply")

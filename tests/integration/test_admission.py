@@ -141,6 +141,20 @@ async def test_a_redelivered_add_recognises_its_own_write(serve: InProcess, imag
     assert other["error"]["type"] == "already_stored"
 
 
+async def test_an_add_whose_row_the_store_refuses_fails_alone(serve: InProcess, images: ImageServer) -> None:
+    """An add job with metadata over Milvus's 64 KiB JSON limit (the API refuses such a body; a job
+    from another release or a forged broker message carries it) is refused by the store. It used to
+    fail the whole batch's write: every add batched with it answered 422 and was never stored."""
+    good, bad = (images.url(f"/{PHOTO_NAMES[4]}.jpg?refused={side}") for side in ("good", "bad"))
+    oversized = Job.of(AddArgs(url=bad, metadata={"note": "x" * 70_000}), "phash", 60)
+    replies = await asyncio.gather(
+        serve.runner.run(Job.of(AddArgs(url=good), "phash", 60)), serve.runner.run(oversized)
+    )
+    assert replies[0] == {"ok": True, "value": "added"}, replies[0]
+    assert replies[1]["ok"] is False and replies[1]["error"]["type"] == "store_refused", replies[1]
+    assert (await serve.runner.run(Job.of(CountArgs(), "phash", 30)))["value"] == 1
+
+
 async def test_a_job_over_the_message_limit_is_refused_before_it_is_sent() -> None:
     """413 at once, never published: the broker would close the channel (RabbitMQ 4: over 16 MiB)."""
     settings = _settings(amqp_url=AMQP_URL, max_message_bytes=2 * 1024 * 1024, request_timeout=20)

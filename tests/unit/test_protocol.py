@@ -124,3 +124,24 @@ def test_replies_carry_values_and_errors_back() -> None:
     with pytest.raises(IdiosError) as raised:
         unwrap({"ok": False})
     assert raised.value.status == 500
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        ["pong"],
+        "pong",
+        None,
+        {"ok": False, "error": "the worker broke"},
+        {"ok": False, "error": {"status": "teapot", "msg": "m"}},
+        {"ok": False, "error": {"status": 200, "msg": "looks like a success"}},
+        {"ok": False, "error": {"status": 99, "msg": "no such status"}},
+    ],
+)
+def test_a_reply_that_is_no_envelope_is_a_bad_reply(reply: object) -> None:
+    """A worker of another release, or a stray message on the reply queue: the API answers 503 in its
+    own error shape; it used to raise AttributeError or ValueError (a bare 500), or answer with the
+    reply's own status (a 200 carrying an error)."""
+    with pytest.raises(Unavailable) as raised:
+        unwrap(reply)  # type: ignore[arg-type]
+    assert raised.value.type == "bad_reply" and "unreadable reply" in raised.value.msg
