@@ -14,6 +14,7 @@ raised, which `unwrap` raises again on the API's side with the same status and m
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -219,13 +220,20 @@ class Job(Generic[A]):
             raise Invalid(f"a {op} job must name a model", type="bad_job")
         try:
             args = kind.model_validate(data.get("args") or {})
-            deadline, timeout = float(data["deadline"]), float(data.get("timeout", 0))
+            deadline, timeout = _seconds(data["deadline"]), _seconds(data.get("timeout", 0))
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}" for e in exc.errors())
             raise Invalid(f"the {op} job's arguments do not fit: {problems}", type="bad_job") from None
         except (KeyError, TypeError, ValueError):
             raise Invalid(f"the {op} job has no readable deadline", type="bad_job") from None
         return Job(args=args, model=model if kind.needs_model else None, deadline=deadline, timeout=timeout)
+
+
+def _seconds(value: Any) -> float:
+    """A time given as a JSON number, finite: a job whose deadline is NaN or a string would never expire."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"not a finite number of seconds: {value!r}")
+    return float(value)
 
 
 Reply = dict[str, Any]

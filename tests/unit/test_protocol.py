@@ -89,6 +89,9 @@ def test_a_job_of_another_protocol_version_is_refused_with_the_reason() -> None:
         ({"args": {"url": "http://a.example/", "mode": "overwrite"}}, "mode: Input should be 'upsert' or 'new'"),
         ({"args": {"url": ["not", "a", "string"]}}, "url: Input should be a valid string"),
         ({"deadline": "soon"}, "no readable deadline"),
+        ({"deadline": "2000000000"}, "no readable deadline"),
+        ({"deadline": float("nan")}, "no readable deadline"),
+        ({"deadline": True}, "no readable deadline"),
         ({"deadline": ...}, "no readable deadline"),
     ],
 )
