@@ -1,0 +1,190 @@
+"""Local features for copy detection: ORB keypoints spread over an image, and the geometric check
+that says whether two images show the same picture, how much of each, and where.
+
+A copy that was cropped, rotated, resized, recompressed, framed or partly covered keeps many of its
+original's corners, each with the same neighbourhood. ORB (OpenCV) finds corners at several scales
+and describes each one's neighbourhood in 256 bits, independently of its orientation; two images
+share a picture when many of their descriptors pair up AND the pairs agree on one placement of one
+image inside the other (a rotation, a uniform scale and a shift, found by RANSAC). Descriptors alone
+pair up by chance between unrelated images; the agreement on a placement is what they cannot fake.
+
+Mirrored copies are not found this way (ORB's descriptors are not mirror-invariant): the caller
+also tries the mirrored query.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+# Images are analysed with their longer side at this many pixels: enough corners for a 12% crop to
+# keep a few dozen, few enough to extract in about 15 ms.
+ANALYSED_SIDE = 512
+DESCRIPTOR_BYTES = 32
+# Corners are kept per cell of this grid, the strongest first in every cell, so the kept ones cover
+# the whole picture (a crop of any part keeps its share) rather than its busiest region.
+SPREAD_GRID = 8
+# Pairs count when the best descriptor is clearly closer than the second best (Lowe's ratio test)
+# and within this many bits of 256.
+RATIO = 0.85
+MAX_DISTANCE = 80
+# A pair agrees with a placement when each point lands within this many pixels of the other, mapped
+# either way.
+AGREEMENT_PX = 4.0
+# A placement scaling one image by less than this (or more than its inverse) is degenerate: it
+# crowds every point into a few pixels, where unrelated pairs "agree".
+MIN_SCALE = 0.05
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    """An image's corners: positions as fractions of the analysed image's width and height (x, y),
+    their descriptors (32 bytes each), and the analysed image's size in pixels."""
+
+    points: np.ndarray
+    descriptors: np.ndarray
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def pixels(self) -> np.ndarray:
+        return self.points * np.array([self.width, self.height], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Where two images show the same picture. Boxes are (x0, y0, x1, y1) fractions of each image's
+    width and height; overlaps are the share of each image's area the shared region covers."""
+
+    inliers: int
+    query_box: tuple[float, float, float, float]
+    target_box: tuple[float, float, float, float]
+    query_overlap: float
+    target_overlap: float
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "query_box": list(self.query_box),
+            "target_box": list(self.target_box),
+            "query_overlap": self.query_overlap,
+            "target_overlap": self.target_overlap,
+            "inliers": self.inliers,
+        }
+
+
+def extract(image: Image, max_points: int) -> Keypoints:
+    """Up to `max_points` corners of the image, spread over it (`SPREAD_GRID`)."""
+    grey = np.asarray(image.convert("L"))
+    height, width = grey.shape
+    scale = ANALYSED_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    orb = cv2.ORB.create(nfeatures=4 * max_points, edgeThreshold=15, patchSize=31, fastThreshold=10)
+    found, descriptors = orb.detectAndCompute(grey, None)
+    if descriptors is None or not found:
+        return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8), *size)
+    points = np.array([point.pt for point in found], dtype=np.float32) / np.array(size, dtype=np.float32)
+    strength = np.array([point.response for point in found], dtype=np.float32)
+    keep = _spread(points, strength, max_points)
+    return Keypoints(points[keep], descriptors[keep], *size)
+
+
+def _spread(points: np.ndarray, strength: np.ndarray, count: int) -> np.ndarray:
+    """Indices of `count` points: each grid cell's strongest, then each cell's second, and so on."""
+    cells = np.minimum((points * SPREAD_GRID).astype(int), SPREAD_GRID - 1)
+    cell = cells[:, 1] * SPREAD_GRID + cells[:, 0]
+    by_cell = np.lexsort((-strength, cell))  # grouped by cell, strongest first within each
+    starts = np.searchsorted(cell[by_cell], cell[by_cell], side="left")
+    rank = np.empty(len(points), dtype=int)
+    rank[by_cell] = np.arange(len(points)) - starts
+    return np.lexsort((-strength, rank))[:count]
+
+
+def match(query: Keypoints, target: Keypoints) -> Match | None:
+    """Where `query` shows (part of) `target`'s picture, or None when their corners agree on no
+    placement of one in the other."""
+    if len(query) < 2 or len(target) < 2:
+        return None
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query.descriptors, target.descriptors, k=2)
+    good = [
+        best
+        for best, second in (pair for pair in pairs if len(pair) == 2)
+        if best.distance < RATIO * second.distance and best.distance <= MAX_DISTANCE
+    ]
+    if len(good) < 3:
+        return None
+    source = query.pixels()[[pair.queryIdx for pair in good]]
+    destination = target.pixels()[[pair.trainIdx for pair in good]]
+    placement, _ = cv2.estimateAffinePartial2D(
+        source, destination, method=cv2.RANSAC, ransacReprojThreshold=AGREEMENT_PX, maxIters=2000, confidence=0.995
+    )
+    if placement is None:
+        return None
+    scale = math.sqrt(abs(float(np.linalg.det(placement[:, :2]))))
+    if not MIN_SCALE < scale < 1 / MIN_SCALE:
+        return None
+    forward = np.vstack([placement, [0.0, 0.0, 1.0]])
+    backward = np.linalg.inv(forward)
+    agree = (np.linalg.norm(_apply(forward, source) - destination, axis=1) < AGREEMENT_PX) & (
+        np.linalg.norm(_apply(backward, destination) - source, axis=1) < AGREEMENT_PX
+    )
+    chosen = np.flatnonzero(agree)
+    # A point paired twice counts once, on either side.
+    inliers = min(len({good[i].queryIdx for i in chosen}), len({good[i].trainIdx for i in chosen}))
+    if inliers < 3:
+        return None
+    query_rect, target_rect = _rect(query), _rect(target)
+    in_target = _shared(_apply(forward, query_rect), target_rect)
+    in_query = _shared(_apply(backward, target_rect), query_rect)
+    if in_target is None or in_query is None:
+        return None
+    return Match(
+        inliers=inliers,
+        query_box=_box(in_query, query),
+        target_box=_box(in_target, target),
+        query_overlap=_share(in_query, query),
+        target_overlap=_share(in_target, target),
+    )
+
+
+def similarity(inliers: int) -> float:
+    """0-100 from the count of agreeing pairs: unrelated images reach 3 at most in the measurements
+    (doc/copydetect.md), copies from 6 (about 40) to hundreds (100)."""
+    return round(max(0.0, 100.0 * (1.0 - math.exp(-(inliers - 2) / 8.0))), 4)
+
+
+def _apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ transform[:2, :2].T + transform[:2, 2]
+
+
+def _rect(keypoints: Keypoints) -> np.ndarray:
+    w, h = float(keypoints.width), float(keypoints.height)
+    return np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+
+
+def _shared(placed: np.ndarray, frame: np.ndarray) -> np.ndarray | None:
+    """The polygon where a placed rectangle and an image's frame overlap; None when they do not."""
+    area, polygon = cv2.intersectConvexConvex(placed.astype(np.float32), frame.astype(np.float32))
+    if area <= 0 or polygon is None:
+        return None
+    return polygon.reshape(-1, 2)
+
+
+def _box(polygon: np.ndarray, keypoints: Keypoints) -> tuple[float, float, float, float]:
+    size = np.array([keypoints.width, keypoints.height], dtype=np.float64)
+    low, high = np.clip(polygon.min(axis=0) / size, 0, 1), np.clip(polygon.max(axis=0) / size, 0, 1)
+    return (round(float(low[0]), 4), round(float(low[1]), 4), round(float(high[0]), 4), round(float(high[1]), 4))
+
+
+def _share(polygon: np.ndarray, keypoints: Keypoints) -> float:
+    area = float(cv2.contourArea(polygon.astype(np.float32)))
+    return round(min(1.0, area / (keypoints.width * keypoints.height)), 4)
