@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from idios import keypoints
 
@@ -85,6 +85,32 @@ def test_changed_copies_are_found(change, originals: dict[str, keypoints.Keypoin
         found, inliers = best(change(photo(name)), originals)
         assert found == name and inliers[name] >= 6, inliers
         assert max(count for other, count in inliers.items() if other != name) <= 4, inliers
+
+
+def test_a_small_crop_is_found_with_its_region(originals: dict[str, keypoints.Keypoints]) -> None:
+    """12% of the picture's area, analysed at several sides: at one of them it meets its original's scale."""
+    region = (0.35, 0.3, 0.70, 0.64)
+    for name in ("astronaut", "coffee", "immunohistochemistry"):
+        query = keypoints.extract_query(crop(photo(name), *region))
+        found = {other: keypoints.best_match(query, target) for other, target in originals.items()}
+        inliers = {other: match.inliers if match else 0 for other, match in found.items()}
+        assert max(inliers, key=inliers.__getitem__) == name and inliers[name] >= 6, inliers
+        assert iou(found[name].target_box, region) > 0.85, found[name]  # type: ignore[union-attr]
+
+
+def test_a_picture_pasted_into_a_screenshot_is_found(originals: dict[str, keypoints.Keypoints]) -> None:
+    window = Image.new("RGB", (1280, 800), (236, 236, 236))
+    draw = ImageDraw.Draw(window)
+    draw.rectangle((0, 0, 1280, 40), fill=(60, 60, 70))
+    for y in range(60, 780, 24):
+        draw.text((12, y), f"menu item {y}", fill=(20, 20, 20))
+    pasted = photo("rocket").copy()
+    pasted.thumbnail((640, 480))
+    window.paste(pasted, (400, 150))
+    match = keypoints.best_match(keypoints.extract_query(window), originals["rocket"])
+    assert match is not None and match.inliers >= 10, match
+    where = (400 / 1280, 150 / 800, (400 + pasted.width) / 1280, (150 + pasted.height) / 800)
+    assert iou(match.query_box, where) > 0.85 and match.target_overlap > 0.95, match
 
 
 def test_a_framed_copy_says_where_the_picture_lies_in_it(originals: dict[str, keypoints.Keypoints]) -> None:
