@@ -16,15 +16,17 @@ def main(argv: list[str]) -> int:
     if not names:
         print("fetch_weights: no models to fetch")
         return 0
+    from idios import specs
     from idios.config import Settings
-    from idios.models import model_class
+    from idios.models import REGISTRY
 
     settings = Settings(_env_file=None, weights="pretrained")
     if settings.weights_dir is None:
         sys.exit("fetch_weights: set IDIOS_WEIGHTS_DIR")
     for name in names:
         print(f"fetch_weights: {name} into {settings.weights_dir}", flush=True)
-        model_class(name)(settings).load()
+        specs.spec(name)  # an unknown name fails here, naming the known ones
+        REGISTRY[name](settings).load()
     return 0
 
 

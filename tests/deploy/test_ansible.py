@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "infra" / "ansible"
 BIN = Path(sys.executable).parent
 PLAYBOOKS = sorted((ANSIBLE / "playbooks").glob("*.yml"))
-GOLDEN = Path(__file__).resolve().parent / "data" / "ansible"
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "ansible"
 
 pytestmark = pytest.mark.skipif(
     not (BIN / "ansible-playbook").exists(), reason="ansible is not installed in this venv (the dev extra)"

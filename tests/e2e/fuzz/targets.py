@@ -276,14 +276,14 @@ MAX_ROWS = 64
 
 
 def restore(data: bytes) -> None:
-    from idios.api.routes import _restore_job  # imports FastAPI: only for this target
+    from idios.api.routes import _restore_args  # imports FastAPI: only for this target
 
     for spec in (FLOAT_SPEC, BINARY_SPEC):
         try:
-            job = _restore_job(spec, data, MAX_ROWS)
+            args = _restore_args(spec, data, MAX_ROWS)
         except (IdiosError, RequestValidationError):
             continue
-        urls, metadata, vectors = job["urls"], job["metadata"], job["vectors"]
+        urls, metadata, vectors = args.urls, args.metadata, args.vectors
         assert len(urls) == len(metadata) == len(vectors) <= MAX_ROWS
         for row_url in urls:
             assert netguard.validate_url(row_url) == row_url
