@@ -59,7 +59,7 @@ test: test-deps $(VENV)/.dev ## set up the machine (test-deps), install the dev 
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.dev ## run the unit layer alone (tests/unit: no broker, no Milvus, inet sockets blocked; under 30 s)
-	$(BIN)/pytest tests/unit --disable-socket --allow-unix-socket -p no:schemathesis -p no:locust -p no:pytest11.testinfra $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -n 2 --disable-socket --allow-unix-socket -p no:schemathesis -p no:locust -p no:pytest11.testinfra $(PYTEST_ARGS)
 
 FUZZ_SECONDS ?= 120
 FUZZ_TARGETS ?=
