@@ -155,3 +155,33 @@ def test_similarity_grows_with_the_agreeing_pairs() -> None:
     scores = [keypoints.similarity(n) for n in (0, 2, 3, 6, 10, 30, 200)]
     assert scores == sorted(scores) and scores[0] == scores[1] == 0 and scores[-1] == 100
     assert keypoints.similarity(5) < 39 <= keypoints.similarity(6)
+
+
+def test_the_stored_form_restores_to_keypoints_that_match_as_before(originals: dict[str, keypoints.Keypoints]) -> None:
+    features = originals["coffee"]
+    stored = keypoints.pack(features)
+    assert len(stored) == 6 + POINTS * 36  # 9,222 bytes for 256 corners
+    again = keypoints.unpack(stored)
+    assert keypoints.pack(again) == stored, "a dump restores byte for byte"
+    assert (again.width, again.height) == (features.width, features.height)
+    assert np.array_equal(again.descriptors, features.descriptors)
+    assert np.abs(again.pixels() - features.pixels()).max() < 0.01, "positions within a hundredth of a pixel"
+    query = keypoints.extract_query(crop(photo("coffee"), 0.1, 0.1, 0.6, 0.6))
+    before, after = keypoints.best_match(query, features), keypoints.best_match(query, again)
+    assert before is not None and after is not None and abs(before.inliers - after.inliers) <= 1
+    empty = keypoints.extract(Image.new("RGB", (200, 200)), POINTS)
+    assert len(keypoints.unpack(keypoints.pack(empty))) == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"", "too few"),
+        (b"\x00\x02\x00\x02\x01\x00", "take 42 bytes, not 6"),
+        (b"\x00\x02\x00\x02\x00\x00" + b"\x00" * 36, "take 6 bytes, not 42"),
+        (b"\x00\x00\x00\x02\x00\x00", "0 x 512"),
+    ],
+)
+def test_bytes_that_are_not_keypoints_are_refused(data: bytes, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        keypoints.unpack(data)
