@@ -3,7 +3,6 @@ refused addresses."""
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from collections.abc import Iterator
@@ -18,18 +17,13 @@ from idios.errors import Invalid, TooLarge
 from idios.images import ImageFetcher
 
 from tests.support.imageserver import ImageServer
+from tests.support.photos import encode
 
 # ---------------------------------------------------------------- helpers
 
 
 def make_settings(**overrides: object) -> Settings:
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
-
-
-def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **params)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,13 @@ from idios.config import Settings
 from idios.errors import IdiosError, Invalid, TooLarge
 from idios.images import ImageFetcher, decode_image
 
+from tests.support.photos import encode
+
 # ---------------------------------------------------------------- helpers
 
 
 def make_settings(**overrides: object) -> Settings:
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
-
-
-def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **params)
-    return buf.getvalue()
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
