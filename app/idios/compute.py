@@ -24,7 +24,7 @@ from idios.errors import Timeout
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from idios.models import EmbeddingModel
+    from idios.models import Comparison, EmbeddingModel
 
 log = logging.getLogger("idios.compute")
 
@@ -66,6 +66,20 @@ class Compute:
     async def embed(self, model: EmbeddingModel, images: list[Image], *, interactive: bool = False) -> list[Any]:
         pool = self._model_pool if interactive else self._bulk_pool
         return await asyncio.get_running_loop().run_in_executor(pool, model.embed_images, images, interactive)
+
+    async def embed_queries(self, model: EmbeddingModel, images: list[Image]) -> list[Any]:
+        return await asyncio.get_running_loop().run_in_executor(self._model_pool, model.embed_queries, images)
+
+    async def compare(self, model: EmbeddingModel, first: Any, second: Any) -> Comparison:
+        return await asyncio.get_running_loop().run_in_executor(self._model_pool, model.compare, first, second)
+
+    async def mirror(self, image: Image) -> Image:
+        """The image mirrored left to right (a search's `flip`)."""
+        from PIL.Image import Transpose
+
+        return await asyncio.get_running_loop().run_in_executor(
+            self._interactive_pool, image.transpose, Transpose.FLIP_LEFT_RIGHT
+        )
 
     async def embed_text(self, model: EmbeddingModel, text: str) -> Any:
         return (await asyncio.get_running_loop().run_in_executor(self._model_pool, model.embed_texts, [text]))[0]

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import orjson
 from PIL.Image import Image
 
-from idios import expr, pages
+from idios import copysearch, expr, pages
 from idios.batching import MicroBatcher
 from idios.compute import Compute
 from idios.config import Settings
@@ -27,7 +27,7 @@ from idios.errors import Conflict, IdiosError, Invalid, Timeout, TooLarge
 from idios.images import ImageFetcher
 from idios.loading import LoadedModels, ModelStatus
 from idios.locks import KeyedLocks
-from idios.models import EmbeddingModel
+from idios.models import Comparison, EmbeddingModel
 from idios.protocol import (
     OPERATIONS,
     AddArgs,
@@ -131,25 +131,29 @@ class JobRunner:
         data = await self.fetcher.fetch(url)
         return await self.compute.decode(data, interactive=interactive)
 
-    async def _vector_of_url(self, model: EmbeddingModel, url: str) -> Any:
-        """A stored url's vector (no download), else the vector of the downloaded image."""
-        stored = await self.compute.store_call(self.store.vectors, model.spec, [url], interactive=True)
-        if url in stored:
-            return stored[url]
-        image = await self._image(url, interactive=True)
-        return (await self.compute.embed(model, [image], interactive=True))[0]
-
-    async def _vector_of_upload(self, model: EmbeddingModel, data: str) -> Any:
-        """The vector of a base64 image sent with the request."""
-        picture = await self.compute.decode(_base64(data, self.settings.max_download_bytes), interactive=True)
-        return (await self.compute.embed(model, [picture], interactive=True))[0]
-
-    async def _vector_of(self, model: EmbeddingModel, url: str | None, image: str | None) -> Any:
-        if url is not None and image is None:
-            return await self._vector_of_url(model, url)
-        if image is not None and url is None:
-            return await self._vector_of_upload(model, image)
-        raise Invalid("give exactly one of url or image for each side", type="missing_query")
+    async def _queries(
+        self, model: EmbeddingModel, url: str | None, image: str | None, *, flip: bool = False
+    ) -> list[tuple[Any, bool]]:
+        """The query of a url or a base64 image, and with `flip` the mirrored image's, each with
+        whether it is mirrored. A stored url's own vector serves (no download) unless its mirror is
+        needed: then the image is downloaded once, for the mirror."""
+        if (url is None) == (image is None):
+            raise Invalid("give exactly one of url or image for each side", type="missing_query")
+        if url is not None:
+            stored = await self.compute.store_call(self.store.vectors, model.spec, [url], interactive=True)
+            if url in stored:
+                own = (model.stored_query(stored[url]), False)
+                if not flip:
+                    return [own]
+                mirrored = await self.compute.mirror(await self._image(url, interactive=True))
+                return [own, ((await self.compute.embed_queries(model, [mirrored]))[0], True)]
+            picture = await self._image(url, interactive=True)
+        else:
+            data = _base64(image or "", self.settings.max_download_bytes)
+            picture = await self.compute.decode(data, interactive=True)
+        pictures = [picture, await self.compute.mirror(picture)] if flip else [picture]
+        queries = await self.compute.embed_queries(model, pictures)
+        return list(zip(queries, (False, True), strict=False))
 
     # operations
 
@@ -265,41 +269,74 @@ class JobRunner:
         return len(args.urls)
 
     async def search(self, job: Job[SearchArgs]) -> list[dict[str, Any]]:
+        """Hits, best first: {url, metadata, similarity, flipped}, and the match of a copy detection
+        model. With `flip` the mirrored query is searched too, and each url keeps its better hit."""
         model = self.models.get(job.model)
         spec, args = model.spec, job.args
-        queries = [query for query in (args.url, args.text, args.image) if query is not None]
-        if len(queries) != 1:
+        if sum(query is not None for query in (args.url, args.text, args.image)) != 1:
             raise Invalid("give exactly one of url, text or image", type="missing_query")
-        if args.url is not None:
-            vector = await self._vector_of_url(model, args.url)
-        elif args.text is not None:
+        if args.text is not None:
+            if args.flip:
+                raise Invalid("flip mirrors an image query; a text has no mirror", type="bad_flip")
             if not spec.accepts_text:
                 raise Invalid(f"model {spec.name} has no text tower; search it by image", type="no_text_tower")
-            vector = await self.compute.embed_text(model, args.text)
+            queries = [(await self.compute.embed_text(model, args.text), False)]
         else:
-            vector = await self._vector_of_upload(model, queries[0])
-        hits = await self.compute.store_call(
-            self.store.search,
-            spec,
-            vector,
-            limit=args.limit,
-            offset=args.offset,
-            filter=expr.metadata_filter(args.filter),
-        )
-        scored = [(spec.similarity(hit.score), hit) for hit in hits]
+            queries = await self._queries(model, args.url, args.image, flip=args.flip)
+        if len(queries) == 1:
+            hits = await self._search_one(model, queries[0][0], args, limit=args.limit, offset=args.offset)
+        else:
+            found: dict[str, dict[str, Any]] = {}
+            for query, flipped in queries:
+                for hit in await self._search_one(model, query, args, limit=args.limit + args.offset, offset=0):
+                    hit["flipped"] = flipped
+                    if hit["url"] not in found or hit["similarity"] > found[hit["url"]]["similarity"]:
+                        found[hit["url"]] = hit
+            ranked = sorted(found.values(), key=lambda hit: -hit["similarity"])
+            hits = ranked[args.offset : args.offset + args.limit]
+        return [hit for hit in hits if hit["similarity"] >= args.min_similarity]
+
+    async def _search_one(
+        self, model: EmbeddingModel, query: Any, args: SearchArgs, *, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        spec, filter = model.spec, expr.metadata_filter(args.filter)
+        if spec.vector_kind == "keypoints":
+            copies = await self.compute.store_call(
+                copysearch.search, self.store, spec, query, count=limit + offset, filter=filter
+            )
+            return [
+                {
+                    "url": copy.url,
+                    "metadata": copy.metadata,
+                    "similarity": spec.similarity(copy.match.inliers),
+                    "flipped": False,
+                    "match": copy.match.to_public(),
+                }
+                for copy in copies[offset:]
+            ]
+        hits = await self.compute.store_call(self.store.search, spec, query, limit=limit, offset=offset, filter=filter)
         return [
-            {"url": hit.url, "metadata": hit.metadata, "similarity": similarity}
-            for similarity, hit in scored
-            if similarity >= args.min_similarity
+            {"url": hit.url, "metadata": hit.metadata, "similarity": spec.similarity(hit.score), "flipped": False}
+            for hit in hits
         ]
 
-    async def compare(self, job: Job[CompareArgs]) -> float:
+    async def compare(self, job: Job[CompareArgs]) -> dict[str, Any]:
+        """{similarity, match, flipped}: with `flip`, the better of the first image and its mirror."""
         model = self.models.get(job.model)
         args = job.args
-        first, second = await asyncio.gather(
-            self._vector_of(model, args.url, args.image), self._vector_of(model, args.other, args.other_image)
+        firsts, seconds = await asyncio.gather(
+            self._queries(model, args.url, args.image, flip=args.flip),
+            self._queries(model, args.other, args.other_image),
         )
-        return model.spec.compare(first, second)
+        best: tuple[Comparison, bool] | None = None
+        for query, flipped in firsts:
+            found = await self.compute.compare(model, query, seconds[0][0])
+            if best is None or found.similarity > best[0].similarity:
+                best = (found, flipped)
+        assert best is not None
+        comparison, flipped = best
+        match = comparison.match.to_public() if comparison.match else None
+        return {"similarity": comparison.similarity, "match": match, "flipped": flipped}
 
     async def urls(self, job: Job[UrlsArgs]) -> list[str]:
         """Up to `limit` urls after the cursor, fewer where more would not fit in one message (`idios.pages`)."""

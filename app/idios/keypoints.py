@@ -15,19 +15,18 @@ also tries the mirrored query.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from idios.keypoint_data import ANALYSED_SIDE, DESCRIPTOR_BYTES, Keypoints, Match
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-# Images are analysed with their longer side at this many pixels: enough corners for a 12% crop to
-# keep a few dozen, few enough to extract in about 15 ms.
-ANALYSED_SIDE = 512
-DESCRIPTOR_BYTES = 32
+# Images are analysed with their longer side at ANALYSED_SIDE pixels (`idios.keypoint_data`): enough
+# corners for a 12% crop to keep a few dozen, few enough to extract in about 15 ms.
 # Corners are kept per cell of this grid, the strongest first in every cell, so the kept ones cover
 # the whole picture (a crop of any part keeps its share) rather than its busiest region.
 SPREAD_GRID = 8
@@ -46,78 +45,6 @@ AGREEMENT_PX = 4.0
 # A placement scaling one image by less than this (or more than its inverse) is degenerate: it
 # crowds every point into a few pixels, where unrelated pairs "agree".
 MIN_SCALE = 0.05
-
-
-@dataclass(frozen=True)
-class Keypoints:
-    """An image's corners: positions as fractions of the analysed image's width and height (x, y),
-    their descriptors (32 bytes each), and the analysed image's size in pixels."""
-
-    points: np.ndarray
-    descriptors: np.ndarray
-    width: int
-    height: int
-
-    def __len__(self) -> int:
-        return len(self.points)
-
-    def pixels(self) -> np.ndarray:
-        return self.points * np.array([self.width, self.height], dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class Match:
-    """Where two images show the same picture. Boxes are (x0, y0, x1, y1) fractions of each image's
-    width and height; overlaps are the share of each image's area the shared region covers."""
-
-    inliers: int
-    query_box: tuple[float, float, float, float]
-    target_box: tuple[float, float, float, float]
-    query_overlap: float
-    target_overlap: float
-
-    def to_public(self) -> dict[str, Any]:
-        return {
-            "query_box": list(self.query_box),
-            "target_box": list(self.target_box),
-            "query_overlap": self.query_overlap,
-            "target_overlap": self.target_overlap,
-            "inliers": self.inliers,
-        }
-
-
-# The stored form of an image's keypoints: the analysed width, height and the count of corners
-# (three little-endian 16-bit integers), then each corner's x and y as 16-bit fractions of the width
-# and height and its 32-byte descriptor. 256 corners: 9,222 bytes.
-_HEADER = np.dtype([("width", "<u2"), ("height", "<u2"), ("count", "<u2")])
-_CORNER = np.dtype([("x", "<u2"), ("y", "<u2"), ("descriptor", "u1", (DESCRIPTOR_BYTES,))])
-_FRACTION = 65535
-
-
-def pack(keypoints: Keypoints) -> bytes:
-    """The stored form: what the store keeps, a dump writes and a restore reads back (`unpack`)."""
-    header = np.array([(keypoints.width, keypoints.height, len(keypoints))], dtype=_HEADER)
-    corners = np.empty(len(keypoints), dtype=_CORNER)
-    fractions = np.rint(np.clip(keypoints.points, 0, 1) * _FRACTION).astype("<u2")
-    corners["x"], corners["y"] = fractions[:, 0], fractions[:, 1]
-    corners["descriptor"] = keypoints.descriptors
-    return header.tobytes() + corners.tobytes()
-
-
-def unpack(data: bytes) -> Keypoints:
-    """The keypoints `pack` wrote; ValueError, saying why, for bytes it did not write."""
-    if len(data) < _HEADER.itemsize:
-        raise ValueError(f"{len(data)} bytes are too few for keypoints: the header alone is {_HEADER.itemsize}")
-    header = np.frombuffer(data, dtype=_HEADER, count=1)[0]
-    width, height, count = int(header["width"]), int(header["height"]), int(header["count"])
-    expected = _HEADER.itemsize + count * _CORNER.itemsize
-    if len(data) != expected:
-        raise ValueError(f"keypoints of {count} corners take {expected} bytes, not {len(data)}")
-    if not width or not height:
-        raise ValueError(f"keypoints of an image of {width} x {height} pixels")
-    corners = np.frombuffer(data, dtype=_CORNER, offset=_HEADER.itemsize, count=count)
-    points = np.stack([corners["x"], corners["y"]], axis=1).astype(np.float32) / _FRACTION
-    return Keypoints(points, np.ascontiguousarray(corners["descriptor"]), width, height)
 
 
 def extract(image: Image, max_points: int, side: int = ANALYSED_SIDE) -> Keypoints:
@@ -171,32 +98,15 @@ def match(query: Keypoints, target: Keypoints) -> Match | None:
         for best, second in (pair for pair in pairs if len(pair) == 2)
         if best.distance < RATIO * second.distance and best.distance <= MAX_DISTANCE
     ]
-    if len(good) < 3:
+    query_index = np.array([pair.queryIdx for pair in good], dtype=np.int64)
+    target_index = np.array([pair.trainIdx for pair in good], dtype=np.int64)
+    found = placement(query.pixels()[query_index], target.pixels()[target_index], query_index, target_index)
+    if found is None:
         return None
-    source = query.pixels()[[pair.queryIdx for pair in good]]
-    destination = target.pixels()[[pair.trainIdx for pair in good]]
-    cv2.setRNGSeed(0)  # RANSAC's samples: the same pair of images always gives the same answer
-    placement, _ = cv2.estimateAffinePartial2D(
-        source, destination, method=cv2.RANSAC, ransacReprojThreshold=AGREEMENT_PX, maxIters=2000, confidence=0.995
-    )
-    if placement is None:
-        return None
-    scale = math.sqrt(abs(float(np.linalg.det(placement[:, :2]))))
-    if not MIN_SCALE < scale < 1 / MIN_SCALE:
-        return None
-    forward = np.vstack([placement, [0.0, 0.0, 1.0]])
-    backward = np.linalg.inv(forward)
-    agree = (np.linalg.norm(_apply(forward, source) - destination, axis=1) < AGREEMENT_PX) & (
-        np.linalg.norm(_apply(backward, destination) - source, axis=1) < AGREEMENT_PX
-    )
-    chosen = np.flatnonzero(agree)
-    # A point paired twice counts once, on either side.
-    inliers = min(len({good[i].queryIdx for i in chosen}), len({good[i].trainIdx for i in chosen}))
-    if inliers < 3:
-        return None
+    forward, inliers = found
     query_rect, target_rect = _rect(query), _rect(target)
     in_target = _shared(_apply(forward, query_rect), target_rect)
-    in_query = _shared(_apply(backward, target_rect), query_rect)
+    in_query = _shared(_apply(np.linalg.inv(forward), target_rect), query_rect)
     if in_target is None or in_query is None:
         return None
     return Match(
@@ -208,10 +118,36 @@ def match(query: Keypoints, target: Keypoints) -> Match | None:
     )
 
 
-def similarity(inliers: int) -> float:
-    """0-100 from the count of agreeing pairs: unrelated photos reached 5 (31) in the measurements of
-    doc/copydetect.md; below 39 (6 pairs) a hit is not a copy."""
-    return round(max(0.0, 100.0 * (1.0 - math.exp(-(inliers - 2) / 8.0))), 4)
+def placement(
+    source: np.ndarray, destination: np.ndarray, source_index: np.ndarray, destination_index: np.ndarray
+) -> tuple[np.ndarray, int] | None:
+    """The placement (rotation, uniform scale and shift, as a 3 x 3 matrix) that most of the pairs of
+    points `source[i]`, `destination[i]` (pixels) agree with, and how many pairs agree both ways, a
+    point paired twice counting once (`source_index`, `destination_index` name each pair's points);
+    None when fewer than three do."""
+    if len(source) < 3:
+        return None
+    cv2.setRNGSeed(0)  # RANSAC's samples: the same pairs always give the same answer
+    found, _ = cv2.estimateAffinePartial2D(
+        source.astype(np.float32),
+        destination.astype(np.float32),
+        method=cv2.RANSAC,
+        ransacReprojThreshold=AGREEMENT_PX,
+        maxIters=2000,
+        confidence=0.995,
+    )
+    if found is None:
+        return None
+    scale = math.sqrt(abs(float(np.linalg.det(found[:, :2]))))
+    if not MIN_SCALE < scale < 1 / MIN_SCALE:
+        return None
+    forward = np.vstack([found, [0.0, 0.0, 1.0]])
+    backward = np.linalg.inv(forward)
+    agree = (np.linalg.norm(_apply(forward, source) - destination, axis=1) < AGREEMENT_PX) & (
+        np.linalg.norm(_apply(backward, destination) - source, axis=1) < AGREEMENT_PX
+    )
+    inliers = min(len(set(source_index[agree].tolist())), len(set(destination_index[agree].tolist())))
+    return (forward, inliers) if inliers >= 3 else None
 
 
 def _apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -37,17 +37,14 @@ def budget(max_message_bytes: int) -> int:
     return max_message_bytes - max(MIN_MARGIN, max_message_bytes // MARGIN_FRACTION)
 
 
-# A row's JSON besides its embedding, in the common case (a url and a little metadata), and each
-# embedding value: a float32 as orjson writes it with its comma (12.4 bytes on average for unit
-# vectors), or a bit.
+# A row's JSON besides its embedding, in the common case (a url and a little metadata).
 ROW_BYTES = 256
-VALUE_BYTES = {"float": 13, "binary": 2}
 
 
 def rows_that_fit(spec: ModelSpec, limit: int) -> int:
     """About how many common rows fit in an answer of `limit` bytes: a page need not read more
     from the store (rows with much metadata are cut by their size anyway)."""
-    return max(1, limit // (ROW_BYTES + spec.dim * VALUE_BYTES[spec.vector_kind]))
+    return max(1, limit // (ROW_BYTES + spec.public_bytes))
 
 
 def _rows(spec: ModelSpec, columns: Columns) -> Iterable[dict]:
@@ -81,8 +78,10 @@ def json_lines(spec: ModelSpec, columns: Columns, limit: int) -> str:
         # but the key's two quotes. Counting them in the whole line would read the embedding's
         # floats again, a fifth of the encoding's time.
         head = orjson.dumps({"url": url, "metadata": metadata})
-        embedding = orjson.dumps(spec.to_public(vector), option=orjson.OPT_SERIALIZE_NUMPY)
-        size += len(head) + len(embedding) + 14 + head.count(b'"') + head.count(b"\\") + 2 + 1
+        public = spec.to_public(vector)
+        embedding = orjson.dumps(public, option=orjson.OPT_SERIALIZE_NUMPY)
+        quotes = 2 if isinstance(public, str) else 0  # a keypoints embedding is a base64 string
+        size += len(head) + len(embedding) + 14 + head.count(b'"') + head.count(b"\\") + quotes + 2 + 1
         if parts and size > limit:
             break
         parts += (head[:-1], b',"embedding":', embedding, b"}\n")  # len(head) - 1 + 13 + len(embedding) + 2

@@ -26,7 +26,7 @@ from idios.errors import IdiosError, Invalid, Unavailable
 
 # Raised with every change to a job's shape or an operation's arguments. Jobs without a version
 # come from releases before it had one: version 1.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # interactive: searches and compares (may need a forward pass); light: reads of the store alone
 # (count, urls, dump), so they never wait behind searches; ingest: everything that writes.
@@ -84,7 +84,7 @@ class RestoreArgs(JobArgs):
 
 
 class SearchArgs(JobArgs):
-    """Exactly one of url, text or image (base64) is the query."""
+    """Exactly one of url, text or image (base64) is the query; `flip` also searches the mirrored image."""
 
     op = "search"
     lane = "interactive"
@@ -95,10 +95,12 @@ class SearchArgs(JobArgs):
     offset: int = 0
     min_similarity: float = 0.0
     filter: dict[str, Any] | None = None
+    flip: bool = False
 
 
 class CompareArgs(JobArgs):
-    """Each side is a url (stored or downloaded) or a base64 image."""
+    """Each side is a url (stored or downloaded) or a base64 image; `flip` also compares the first
+    side mirrored. Answered as {similarity, match, flipped}."""
 
     op = "compare"
     lane = "interactive"
@@ -106,6 +108,7 @@ class CompareArgs(JobArgs):
     other: str | None = None
     image: str | None = None
     other_image: str | None = None
+    flip: bool = False
 
 
 class UrlsArgs(JobArgs):

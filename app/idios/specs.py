@@ -7,14 +7,19 @@ Runtime and torchvision, load only where a worker runs them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from idios import keypoint_data
 from idios.errors import Invalid, NotFound
 
-VectorKind = Literal["float", "binary"]
+# float and binary models store one vector per image; keypoints models (copydetect) store an image's
+# corners, each with a binary descriptor of `dim` bits, and compare images by their agreeing corners.
+VectorKind = Literal["float", "binary", "keypoints"]
 
 
 @dataclass(frozen=True)
@@ -31,14 +36,29 @@ class ModelSpec:
     def similarity(self, score: float) -> float:
         """Map Milvus's score to 0-100, 100 a perfect match, on the same scale for every model.
 
-        COSINE scores are the cosine itself (1 identical, 0 unrelated); HAMMING scores count differing bits.
+        COSINE scores are the cosine itself (1 identical, 0 unrelated); HAMMING scores count differing
+        bits; a keypoints model's score is the count of agreeing corners (`keypoint_data.similarity`).
         """
+        if self.vector_kind == "keypoints":
+            return keypoint_data.similarity(int(score))
         value = 100.0 * (1.0 - score / self.dim) if self.metric == "HAMMING" else 100.0 * score
         return round(min(100.0, max(0.0, value)), 4)
 
-    def to_public(self, vector: Any) -> np.ndarray | list[int]:
+    @property
+    def public_bytes(self) -> int:
+        """About how many bytes one stored vector takes in JSON (`to_public`): a float32 as orjson
+        writes it with its comma (12.4 bytes on average for unit vectors), a bit and its comma, or
+        the base64 of a keypoints row."""
+        if self.vector_kind == "keypoints":
+            return 4 * (keypoint_data.ROW_BYTES + 2) // 3 + 2
+        return self.dim * (13 if self.vector_kind == "float" else 2)
+
+    def to_public(self, vector: Any) -> np.ndarray | list[int] | str:
         """A stored vector in its JSON form: a float32 array (orjson writes it as a list of floats,
-        each as short as float32 allows), or one 0/1 per bit for binary vectors."""
+        each as short as float32 allows), one 0/1 per bit for binary vectors, or the base64 of the
+        stored form of keypoints (`keypoint_data.pack`)."""
+        if self.vector_kind == "keypoints":
+            return base64.b64encode(keypoint_data.from_row(vector)).decode("ascii")
         if self.vector_kind == "binary":
             raw = vector[0] if isinstance(vector, list) and vector and isinstance(vector[0], bytes) else vector
             return np.unpackbits(np.frombuffer(bytes(raw), dtype=np.uint8)).astype(int).tolist()
@@ -50,8 +70,12 @@ class ModelSpec:
         `values` is one embedding, or a 2-D array of them, one per row, all checked before any is
         accepted (errors then name the row). One embedding becomes a float32 array, or packed bytes
         for binary vectors; a 2-D array becomes a float32 array, or a uint8 array of packed bits,
-        with one row per embedding. Float embeddings are scaled to unit length.
+        with one row per embedding. Float embeddings are scaled to unit length. A keypoints model's
+        embedding is a base64 string (`to_public`), or a list of them: the stored form (bytes), or
+        the padded rows of a batch (`keypoint_data.to_row`).
         """
+        if self.vector_kind == "keypoints":
+            return _keypoints_from_public(self, values)
         try:
             array = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError):
@@ -90,12 +114,30 @@ class ModelSpec:
         return unit[0] if single else unit
 
     def compare(self, a: Any, b: Any) -> float:
-        """Similarity 0-100 between two stored-form vectors."""
+        """Similarity 0-100 between two stored-form vectors of a float or binary model (a keypoints
+        model compares images itself: `idios.models.copydetect`)."""
         if self.vector_kind == "binary":
             bits = np.unpackbits(np.frombuffer(bytes(a), np.uint8) ^ np.frombuffer(bytes(b), np.uint8))
             return self.similarity(float(bits.sum()))
         va, vb = np.asarray(a, np.float64), np.asarray(b, np.float64)
         return self.similarity(float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb))))
+
+
+def _keypoints_from_public(spec: ModelSpec, values: Any) -> Any:
+    single = isinstance(values, str)
+    embeddings = [values] if single else values
+    if not isinstance(embeddings, list) or not all(isinstance(value, str) for value in embeddings):
+        raise Invalid(f"a {spec.name} embedding is a base64 string of keypoints", type="bad_embedding")
+    rows = np.empty((len(embeddings), keypoint_data.ROW_BYTES), dtype=np.uint8)
+    for index, value in enumerate(embeddings):
+        where = "" if single else f"row {index}: "
+        try:
+            packed = base64.b64decode(value, validate=True)
+            keypoint_data.unpack(packed)
+        except (binascii.Error, ValueError) as exc:
+            raise Invalid(f"{where}not keypoints of {spec.name}: {exc}", type="bad_embedding") from None
+        rows[index] = keypoint_data.to_row(packed)
+    return keypoint_data.from_row(rows[0]) if single else rows
 
 
 VIT_B32 = ModelSpec(
@@ -131,8 +173,18 @@ PHASH = ModelSpec(
     description="64-bit perceptual hash for near-duplicates",
 )
 
+COPYDETECT = ModelSpec(
+    name="copydetect",
+    dim=256,
+    metric="HAMMING",
+    vector_kind="keypoints",
+    accepts_text=False,
+    description="Copy detection: finds crops, rotations, overlays and screenshots of an image, and where they "
+    "match; no weights (ORB corners, 256 bits each, checked by their placement)",
+)
+
 # Every model Idios knows, in the order `GET /models` lists them.
-SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (VIT_B32, VIT_L14, RESNET50, PHASH)}
+SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (VIT_B32, VIT_L14, RESNET50, PHASH, COPYDETECT)}
 
 
 def spec(name: str) -> ModelSpec:

@@ -29,8 +29,10 @@ from pymilvus.exceptions import MilvusException
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from idios import expr
+from idios import expr, keypoint_data
+from idios.corner_store import CornerSchemaMismatch, CornerStore, Neighbours
 from idios.errors import Invalid, Unavailable
+from idios.keypoint_data import Keypoints
 from idios.limits import URL_MAX_CHARS
 from idios.specs import ModelSpec
 
@@ -112,6 +114,26 @@ class Hit:
     score: float
 
 
+@dataclass
+class ImageRow:
+    """A keypoints model's image: its url, metadata, analysed size and count of corners."""
+
+    url: str
+    metadata: dict[str, Any]
+    width: int
+    height: int
+    corners: int
+
+
+# A keypoints model's image rows keep the analysed size and the count of corners beside the url and
+# metadata; their corners live in a collection of their own (`idios.corner_store`). Milvus needs a
+# vector field in every collection: theirs holds one unused byte.
+IMAGE_FIELDS = ("image", "width", "height", "corners")
+PLACEHOLDER_DIM = 8
+# Times an image row whose corners are changing under a read is read again.
+READ_AGAIN = 2
+
+
 class Store:
     """Thin layer over `MilvusClient` speaking in urls, vectors and metadata. Its methods raise
     Idios's errors only (`milvus_errors`), and `SchemaMismatch` for a collection that does not fit."""
@@ -158,16 +180,35 @@ class Store:
         else:
             self._create(name, spec)
         self.client.load_collection(name)
+        if spec.vector_kind == "keypoints":
+            try:
+                self.corners(spec).ensure()
+            except CornerSchemaMismatch as exc:
+                raise SchemaMismatch(
+                    f"{exc}. Point IDIOS_COLLECTION_PREFIX elsewhere or drop the collection."
+                ) from None
+
+    def corners(self, spec: ModelSpec) -> CornerStore:
+        """The corners collection of a keypoints model."""
+        return CornerStore(
+            self.client,
+            f"{self.collection(spec)}_corners",
+            search_consistency=self.search_consistency,
+        )
 
     def _create(self, name: str, spec: ModelSpec) -> None:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False, description=spec.description)
         schema.add_field("url", DataType.VARCHAR, is_primary=True, max_length=URL_MAX_BYTES)
-        vector_type = DataType.BINARY_VECTOR if spec.vector_kind == "binary" else DataType.FLOAT_VECTOR
-        schema.add_field("vector", vector_type, dim=spec.dim)
+        vector_type, dim = _vector_field(spec)
+        schema.add_field("vector", vector_type, dim=dim)
         schema.add_field("metadata", DataType.JSON)
+        if spec.vector_kind == "keypoints":
+            schema.add_field("image", DataType.INT64)
+            for field in IMAGE_FIELDS[1:]:
+                schema.add_field(field, DataType.INT32)
         index = self.client.prepare_index_params()
-        if spec.vector_kind == "binary":
-            index.add_index("vector", index_type="BIN_FLAT", metric_type=spec.metric)
+        if vector_type == DataType.BINARY_VECTOR:
+            index.add_index("vector", index_type="BIN_FLAT", metric_type="HAMMING")
         else:
             index.add_index("vector", index_type="HNSW", metric_type=spec.metric, params=HNSW_PARAMS)
         self.client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
@@ -176,7 +217,7 @@ class Store:
     def _check_schema(self, name: str, spec: ModelSpec) -> None:
         fields = {field["name"]: field for field in self.client.describe_collection(name)["fields"]}
         vector = fields.get("vector")
-        expected = DataType.BINARY_VECTOR if spec.vector_kind == "binary" else DataType.FLOAT_VECTOR
+        expected, expected_dim = _vector_field(spec)
         problems = []
         if "url" not in fields or not fields["url"].get("is_primary"):
             problems.append("no 'url' primary key")
@@ -186,10 +227,12 @@ class Store:
             if vector["type"] != expected:
                 problems.append(f"vector type {vector['type'].name}, expected {expected.name}")
             dim = int(vector.get("params", {}).get("dim", -1))
-            if dim != spec.dim:
-                problems.append(f"dimension {dim}, expected {spec.dim}")
+            if dim != expected_dim:
+                problems.append(f"dimension {dim}, expected {expected_dim}")
         if "metadata" not in fields:
             problems.append("no 'metadata' field")
+        if spec.vector_kind == "keypoints":
+            problems += [f"no '{field}' field" for field in IMAGE_FIELDS if field not in fields]
         if problems:
             raise SchemaMismatch(
                 f"collection {name} does not fit model {spec.name}: {'; '.join(problems)}. "
@@ -202,7 +245,9 @@ class Store:
         """Rows of {url, vector, metadata}; an existing url is replaced."""
         if not rows:
             return
-        if spec.vector_kind == "binary":
+        if spec.vector_kind == "keypoints":
+            vectors = np.array([keypoint_data.to_row(bytes(row["vector"])) for row in rows])
+        elif spec.vector_kind == "binary":
             packed = b"".join(bytes(row["vector"]) for row in rows)
             vectors = np.frombuffer(packed, dtype=np.uint8).reshape(len(rows), -1)
         else:
@@ -229,13 +274,17 @@ class Store:
         name = self.collection(spec)
         request = milvus_pb2.UpsertRequest(collection_name=name, num_rows=count)
         request.fields_data.add(type=DataType.VARCHAR, field_name="url").scalars.string_data.data.extend(columns.urls)
-        if spec.vector_kind == "binary":
-            field = request.fields_data.add(type=DataType.BINARY_VECTOR, field_name="vector")
-            field.vectors.binary_vector = vectors.tobytes()
-        else:
+        if spec.vector_kind == "keypoints":
+            # The corners first: a row is never stored without them (`idios.corner_store`).
+            images, counts = self._write_corners(spec, request, columns)
+            vectors = np.zeros((count, PLACEHOLDER_DIM // 8), dtype=np.uint8)
+        if spec.vector_kind == "float":
             field = request.fields_data.add(type=DataType.FLOAT_VECTOR, field_name="vector")
             field.vectors.float_vector.MergeFromString(_packed_floats(vectors))
-        field.vectors.dim = spec.dim
+        else:
+            field = request.fields_data.add(type=DataType.BINARY_VECTOR, field_name="vector")
+            field.vectors.binary_vector = vectors.tobytes()
+        field.vectors.dim = _vector_field(spec)[1]
         field = request.fields_data.add(type=DataType.JSON, field_name="metadata")
         field.scalars.json_data.data.extend(_json(value or {}) for value in columns.metadata)
         # What MilvusClient.upsert does after packing rows: retries, the session timestamp for
@@ -247,6 +296,25 @@ class Store:
             schema=self._described(name),
             context=self.client._generate_call_context(),
         )
+        if spec.vector_kind == "keypoints":  # after the rows: a row never counts more corners than are stored
+            self.corners(spec).trim(images, counts)
+
+    def _write_corners(
+        self, spec: ModelSpec, request: milvus_pb2.UpsertRequest, columns: Columns
+    ) -> tuple[list[int], list[int]]:
+        """Store the corners of each row's keypoints and add the image fields to the rows' request;
+        the images' ids and counts of corners. ValueError for a row that holds no keypoints."""
+        keypoints = [keypoint_data.unpack(keypoint_data.from_row(row)) for row in columns.vectors]
+        images = [keypoint_data.image_id(url) for url in columns.urls]
+        self.corners(spec).write(images, keypoints)
+        request.fields_data.add(type=DataType.INT64, field_name="image").scalars.long_data.data.extend(images)
+        for field, values in (
+            ("width", [k.width for k in keypoints]),
+            ("height", [k.height for k in keypoints]),
+            ("corners", [len(k) for k in keypoints]),
+        ):
+            request.fields_data.add(type=DataType.INT32, field_name=field).scalars.int_data.data.extend(values)
+        return images, [len(k) for k in keypoints]
 
     def _described(self, name: str) -> dict[str, Any]:
         if name not in self._descriptions:
@@ -256,6 +324,8 @@ class Store:
     @milvus_errors("store_refused")
     def remove(self, spec: ModelSpec, url: str) -> None:
         self.client.delete(self.collection(spec), filter=expr.url_equals(url))
+        if spec.vector_kind == "keypoints":  # after the row: a row is never left without its corners
+            self.corners(spec).remove(keypoint_data.image_id(url))
 
     # reads
 
@@ -286,13 +356,75 @@ class Store:
         """Stored vectors of those urls that are stored."""
         if not urls:
             return {}
+        consistency = "Strong" if strong else self.search_consistency
+        if spec.vector_kind == "keypoints":
+            stored = self._image_rows(spec, expr.url_in(urls), consistency)
+            found = self._keypoints(spec, stored, strong=strong)
+            return {stored[image].url: keypoint_data.pack(keypoints) for image, keypoints in found.items()}
         rows = self.client.query(
             self.collection(spec),
             filter=expr.url_in(urls),
             output_fields=["url", "vector"],
-            consistency_level="Strong" if strong else self.search_consistency,
+            consistency_level=consistency,
         )
         return {row["url"]: _vector(row["vector"]) for row in rows}
+
+    def _image_rows(self, spec: ModelSpec, filter: str, consistency: str) -> dict[int, ImageRow]:
+        """A keypoints model's image rows matching `filter`, by image id."""
+        rows = self.client.query(
+            self.collection(spec),
+            filter=filter,
+            output_fields=["url", "metadata", *IMAGE_FIELDS],
+            consistency_level=consistency,
+        )
+        return {
+            int(row["image"]): ImageRow(
+                url=row["url"],
+                metadata=row.get("metadata") or {},
+                width=int(row["width"]),
+                height=int(row["height"]),
+                corners=int(row["corners"]),
+            )
+            for row in rows
+        }
+
+    def _keypoints(self, spec: ModelSpec, rows: dict[int, ImageRow], *, strong: bool = False) -> dict[int, Keypoints]:
+        """The keypoints of image rows, by image id. A row read just before the url was written again
+        can count corners the new write no longer has: such rows are read again (`READ_AGAIN` times),
+        then left out."""
+        found: dict[int, Keypoints] = {}
+        for attempt in range(READ_AGAIN + 1):
+            corners = self.corners(spec).read({image: row.corners for image, row in rows.items()}, strong=strong)
+            for image, (descriptors, positions) in corners.items():
+                row = rows[image]
+                size = np.array([row.width, row.height], dtype=np.float32)
+                found[image] = Keypoints(keypoint_data.pixels_of(positions) / size, descriptors, row.width, row.height)
+            missing = [image for image in rows if image not in found]
+            if not missing or attempt == READ_AGAIN:
+                break
+            rows = self._image_rows(spec, f"image in {missing}", "Strong")
+        for image in rows:
+            if image not in found:
+                log.warning("%s: the corners of %s are not all stored; left out", spec.name, rows[image].url)
+        return found
+
+    @milvus_errors()
+    def nearest_corners(
+        self, spec: ModelSpec, descriptors: np.ndarray, *, neighbours: int, probes: int, within: int
+    ) -> Neighbours:
+        """A keypoints model's stored corners nearest each query descriptor (`CornerStore.nearest`)."""
+        return self.corners(spec).nearest(descriptors, neighbours=neighbours, probes=probes, within=within)
+
+    @milvus_errors()
+    def candidates(self, spec: ModelSpec, images: list[int], filter: str = "") -> dict[int, tuple[ImageRow, Keypoints]]:
+        """The image rows and keypoints of a keypoints model's images, by id, those matching the
+        metadata `filter` only; ids with no row (corners whose image is being written or removed) are
+        left out."""
+        if not images:
+            return {}
+        condition = f"image in {[int(image) for image in images]}" + (f" and ({filter})" if filter else "")
+        rows = self._image_rows(spec, condition, self.search_consistency)
+        return {image: (rows[image], keypoints) for image, keypoints in self._keypoints(spec, rows).items()}
 
     @milvus_errors()
     def search(self, spec: ModelSpec, vector: Any, *, limit: int, offset: int = 0, filter: str = "") -> list[Hit]:
@@ -332,9 +464,11 @@ class Store:
         """Rows with url > cursor, ascending, at most `limit`: {url}, or {url, vector, metadata}."""
         if with_data:
             columns = self.columns_after(spec, cursor, limit)
-            vectors: list[Any] = (
-                [row.tobytes() for row in columns.vectors] if spec.vector_kind == "binary" else list(columns.vectors)
-            )
+            vectors: list[Any] = list(columns.vectors)
+            if spec.vector_kind == "binary":
+                vectors = [row.tobytes() for row in columns.vectors]
+            elif spec.vector_kind == "keypoints":
+                vectors = [keypoint_data.from_row(row) for row in columns.vectors]
             return [
                 {"url": url, "vector": vector, "metadata": metadata}
                 for url, vector, metadata in zip(columns.urls, vectors, columns.metadata, strict=True)
@@ -372,6 +506,8 @@ class Store:
     @milvus_errors()
     def columns_between(self, spec: ModelSpec, cursor: str | None, last: str, limit: int | None = None) -> Columns:
         """Entries with cursor < url <= last, ascending, as columns: all of them, or the first `limit`."""
+        if spec.vector_kind == "keypoints":
+            return self._keypoint_columns(spec, expr.url_range(cursor, last), limit)
         result = self.client.query(
             self.collection(spec),
             filter=expr.url_range(cursor, last),
@@ -401,6 +537,24 @@ class Store:
             metadata = [metadata[i] for i in order]
         return Columns(urls=urls, vectors=vectors, metadata=metadata)
 
+    def _keypoint_columns(self, spec: ModelSpec, filter: str, limit: int | None) -> Columns:
+        rows = sorted(self._image_rows(spec, filter, "Strong").items(), key=lambda item: item[1].url)[:limit]
+        found = self._keypoints(spec, dict(rows), strong=True)
+        kept = [(image, row) for image, row in rows if image in found]
+        vectors = np.array([keypoint_data.to_row(keypoint_data.pack(found[image])) for image, _ in kept])
+        return Columns(
+            urls=[row.url for _, row in kept],
+            vectors=vectors.reshape(len(kept), keypoint_data.ROW_BYTES),
+            metadata=[row.metadata for _, row in kept],
+        )
+
+
+def _vector_field(spec: ModelSpec) -> tuple[DataType, int]:
+    """The type and dimension of a model's `vector` field."""
+    if spec.vector_kind == "keypoints":
+        return DataType.BINARY_VECTOR, PLACEHOLDER_DIM
+    return (DataType.BINARY_VECTOR if spec.vector_kind == "binary" else DataType.FLOAT_VECTOR), spec.dim
+
 
 def _last_of_each(urls: list[str]) -> list[int] | None:
     """Indices keeping the last entry of each repeated url, in order; None when no url repeats."""
@@ -409,12 +563,14 @@ def _last_of_each(urls: list[str]) -> list[int] | None:
 
 
 def _width(spec: ModelSpec) -> int:
-    """Values per stored vector: floats, or bytes of packed bits."""
+    """Values per stored vector: floats, bytes of packed bits, or a padded row of keypoints."""
+    if spec.vector_kind == "keypoints":
+        return keypoint_data.ROW_BYTES
     return spec.dim // 8 if spec.vector_kind == "binary" else spec.dim
 
 
 def _dtype(spec: ModelSpec) -> type[np.generic]:
-    return np.uint8 if spec.vector_kind == "binary" else np.float32
+    return np.float32 if spec.vector_kind == "float" else np.uint8
 
 
 def _packed_floats(vectors: np.ndarray) -> bytes:

@@ -32,7 +32,14 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-ANSWERS: dict[str, Any] = {"ping": "pong", "search": [], "compare": 50.0, "urls": [], "dump": [], "count": 0}
+ANSWERS: dict[str, Any] = {
+    "ping": "pong",
+    "search": [],
+    "compare": {"similarity": 50.0, "match": None, "flipped": False},
+    "urls": [],
+    "dump": [],
+    "count": 0,
+}
 
 
 def front_transport() -> FakeTransport:

@@ -93,7 +93,7 @@ def test_added_images_are_found_by_url_and_by_upload(parts: tuple[JobRunner, Mem
     by_url, by_upload, count = run(
         runner, job(SearchArgs(url=URLS[2], limit=2)), job(SearchArgs(image=upload, limit=1)), job(CountArgs())
     )
-    assert by_url["value"][0] == {"url": URLS[2], "metadata": {"n": 2}, "similarity": 100.0}
+    assert by_url["value"][0] == {"url": URLS[2], "metadata": {"n": 2}, "similarity": 100.0, "flipped": False}
     assert by_url["value"][1]["similarity"] < 90
     assert by_upload["value"][0]["url"] == URLS[1]
     assert count["value"] == 4
@@ -203,8 +203,8 @@ def test_compare_takes_urls_or_uploads(parts: tuple[JobRunner, MemoryStore, Fake
         job(CompareArgs(url=URLS[0], other_image="not base64!")),
         job(CompareArgs(url=URLS[0], image=upload, other=URLS[1])),
     )
-    assert same["value"] == 100.0
-    assert differ["value"] < 90
+    assert same["value"] == {"similarity": 100.0, "match": None, "flipped": False}
+    assert differ["value"]["similarity"] < 90
     assert bad["error"]["type"] == "bad_base64"
     assert both["error"]["type"] == "missing_query"
 

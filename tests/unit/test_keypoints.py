@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from idios import keypoints
+from idios import keypoint_data, keypoints
 
 from tests.support.photos import PHOTO_NAMES, photo
 
@@ -34,18 +34,18 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 @pytest.fixture(scope="module")
-def originals() -> dict[str, keypoints.Keypoints]:
+def originals() -> dict[str, keypoint_data.Keypoints]:
     return {name: keypoints.extract(photo(name), POINTS) for name in PHOTO_NAMES}
 
 
-def best(query: Image.Image, originals: dict[str, keypoints.Keypoints]) -> tuple[str, dict[str, int]]:
+def best(query: Image.Image, originals: dict[str, keypoint_data.Keypoints]) -> tuple[str, dict[str, int]]:
     features = keypoints.extract(query, POINTS)
     found = {name: keypoints.match(features, target) for name, target in originals.items()}
     inliers = {name: match.inliers if match else 0 for name, match in found.items()}
     return max(inliers, key=inliers.__getitem__), inliers
 
 
-def test_features_are_spread_over_the_whole_picture(originals: dict[str, keypoints.Keypoints]) -> None:
+def test_features_are_spread_over_the_whole_picture(originals: dict[str, keypoint_data.Keypoints]) -> None:
     features = originals["astronaut"]
     assert len(features) == POINTS and features.descriptors.shape == (POINTS, 32)
     assert max(features.width, features.height) == keypoints.ANALYSED_SIDE
@@ -57,7 +57,7 @@ def test_features_are_spread_over_the_whole_picture(originals: dict[str, keypoin
 
 
 @pytest.mark.parametrize("name", PHOTO_NAMES)
-def test_a_crop_of_a_quarter_is_found_with_its_region(name: str, originals: dict[str, keypoints.Keypoints]) -> None:
+def test_a_crop_of_a_quarter_is_found_with_its_region(name: str, originals: dict[str, keypoint_data.Keypoints]) -> None:
     region = (0.2, 0.35, 0.7, 0.85)
     found, inliers = best(crop(photo(name), *region), originals)
     assert found == name, inliers
@@ -80,14 +80,14 @@ def test_a_crop_of_a_quarter_is_found_with_its_region(name: str, originals: dict
     ],
     ids=["rotated 90", "rotated 15", "jpeg 10", "blurred", "greyscale", "a third of the size"],
 )
-def test_changed_copies_are_found(change, originals: dict[str, keypoints.Keypoints]) -> None:
+def test_changed_copies_are_found(change, originals: dict[str, keypoint_data.Keypoints]) -> None:
     for name in ("astronaut", "coffee", "camera"):
         found, inliers = best(change(photo(name)), originals)
         assert found == name and inliers[name] >= 6, inliers
         assert max(count for other, count in inliers.items() if other != name) <= 4, inliers
 
 
-def test_a_small_crop_is_found_with_its_region(originals: dict[str, keypoints.Keypoints]) -> None:
+def test_a_small_crop_is_found_with_its_region(originals: dict[str, keypoint_data.Keypoints]) -> None:
     """12% of the picture's area, analysed at several sides: at one of them it meets its original's scale."""
     region = (0.35, 0.3, 0.70, 0.64)
     for name in ("astronaut", "coffee", "immunohistochemistry"):
@@ -98,7 +98,7 @@ def test_a_small_crop_is_found_with_its_region(originals: dict[str, keypoints.Ke
         assert iou(found[name].target_box, region) > 0.85, found[name]  # type: ignore[union-attr]
 
 
-def test_a_picture_pasted_into_a_screenshot_is_found(originals: dict[str, keypoints.Keypoints]) -> None:
+def test_a_picture_pasted_into_a_screenshot_is_found(originals: dict[str, keypoint_data.Keypoints]) -> None:
     window = Image.new("RGB", (1280, 800), (236, 236, 236))
     draw = ImageDraw.Draw(window)
     draw.rectangle((0, 0, 1280, 40), fill=(60, 60, 70))
@@ -113,7 +113,7 @@ def test_a_picture_pasted_into_a_screenshot_is_found(originals: dict[str, keypoi
     assert iou(match.query_box, where) > 0.85 and match.target_overlap > 0.95, match
 
 
-def test_a_framed_copy_says_where_the_picture_lies_in_it(originals: dict[str, keypoints.Keypoints]) -> None:
+def test_a_framed_copy_says_where_the_picture_lies_in_it(originals: dict[str, keypoint_data.Keypoints]) -> None:
     image = photo("chelsea")
     framed = ImageOps.expand(image, border=(100, 50, 100, 50), fill=(0, 0, 0))
     match = keypoints.match(keypoints.extract(framed, POINTS), originals["chelsea"])
@@ -123,7 +123,7 @@ def test_a_framed_copy_says_where_the_picture_lies_in_it(originals: dict[str, ke
     assert match.target_overlap > 0.95, match
 
 
-def test_a_mirrored_copy_needs_the_mirrored_query(originals: dict[str, keypoints.Keypoints]) -> None:
+def test_a_mirrored_copy_needs_the_mirrored_query(originals: dict[str, keypoint_data.Keypoints]) -> None:
     mirrored = ImageOps.mirror(photo("astronaut"))
     direct = keypoints.match(keypoints.extract(mirrored, POINTS), originals["astronaut"])
     assert direct is None or direct.inliers < 10  # symmetric details may pair up, a few
@@ -131,7 +131,7 @@ def test_a_mirrored_copy_needs_the_mirrored_query(originals: dict[str, keypoints
     assert again is not None and again.inliers > 100
 
 
-def test_unrelated_photos_do_not_match(originals: dict[str, keypoints.Keypoints]) -> None:
+def test_unrelated_photos_do_not_match(originals: dict[str, keypoint_data.Keypoints]) -> None:
     counts = [
         (match.inliers if (match := keypoints.match(originals[a], originals[b])) else 0)
         for a in PHOTO_NAMES
@@ -139,10 +139,10 @@ def test_unrelated_photos_do_not_match(originals: dict[str, keypoints.Keypoints]
         if a != b
     ]
     assert max(counts) <= 4, counts
-    assert keypoints.similarity(max(counts)) < 25
+    assert keypoint_data.similarity(max(counts)) < 25
 
 
-def test_images_without_corners_match_nothing(originals: dict[str, keypoints.Keypoints]) -> None:
+def test_images_without_corners_match_nothing(originals: dict[str, keypoint_data.Keypoints]) -> None:
     flat = keypoints.extract(Image.new("RGB", (300, 200), (120, 130, 140)), POINTS)
     assert len(flat) == 0 and (flat.width, flat.height) == (512, 341)
     assert keypoints.match(flat, originals["astronaut"]) is None
@@ -152,17 +152,19 @@ def test_images_without_corners_match_nothing(originals: dict[str, keypoints.Key
 
 
 def test_similarity_grows_with_the_agreeing_pairs() -> None:
-    scores = [keypoints.similarity(n) for n in (0, 2, 3, 6, 10, 30, 200)]
+    scores = [keypoint_data.similarity(n) for n in (0, 2, 3, 6, 10, 30, 200)]
     assert scores == sorted(scores) and scores[0] == scores[1] == 0 and scores[-1] == 100
-    assert keypoints.similarity(5) < 39 <= keypoints.similarity(6)
+    assert keypoint_data.similarity(5) < 39 <= keypoint_data.similarity(6)
 
 
-def test_the_stored_form_restores_to_keypoints_that_match_as_before(originals: dict[str, keypoints.Keypoints]) -> None:
+def test_the_stored_form_restores_to_keypoints_that_match_as_before(
+    originals: dict[str, keypoint_data.Keypoints],
+) -> None:
     features = originals["coffee"]
-    stored = keypoints.pack(features)
+    stored = keypoint_data.pack(features)
     assert len(stored) == 6 + POINTS * 36  # 9,222 bytes for 256 corners
-    again = keypoints.unpack(stored)
-    assert keypoints.pack(again) == stored, "a dump restores byte for byte"
+    again = keypoint_data.unpack(stored)
+    assert keypoint_data.pack(again) == stored, "a dump restores byte for byte"
     assert (again.width, again.height) == (features.width, features.height)
     assert np.array_equal(again.descriptors, features.descriptors)
     assert np.abs(again.pixels() - features.pixels()).max() < 0.01, "positions within a hundredth of a pixel"
@@ -170,7 +172,7 @@ def test_the_stored_form_restores_to_keypoints_that_match_as_before(originals: d
     before, after = keypoints.best_match(query, features), keypoints.best_match(query, again)
     assert before is not None and after is not None and abs(before.inliers - after.inliers) <= 1
     empty = keypoints.extract(Image.new("RGB", (200, 200)), POINTS)
-    assert len(keypoints.unpack(keypoints.pack(empty))) == 0
+    assert len(keypoint_data.unpack(keypoint_data.pack(empty))) == 0
 
 
 @pytest.mark.parametrize(
@@ -184,4 +186,4 @@ def test_the_stored_form_restores_to_keypoints_that_match_as_before(originals: d
 )
 def test_bytes_that_are_not_keypoints_are_refused(data: bytes, says: str) -> None:
     with pytest.raises(ValueError, match=says):
-        keypoints.unpack(data)
+        keypoint_data.unpack(data)

@@ -79,7 +79,8 @@ ROUTES = [
 def test_each_route_sends_its_typed_job(
     method: str, path: str, body: Any, args: Any, timeout: float, admit: bool
 ) -> None:
-    transport = FakeTransport(lambda job: [] if job.op in ("search", "urls", "dump") else 0)
+    answers = {"search": [], "urls": [], "dump": [], "compare": {"similarity": 0.0, "match": None, "flipped": False}}
+    transport = FakeTransport(lambda job: answers.get(job.op, 0))
     response = call(transport, method, path, json=body)
     assert response.status_code in (200, 204), response.text
     (job,) = transport.jobs
@@ -144,7 +145,7 @@ def test_models_lists_every_spec_with_its_status() -> None:
     transport = FakeTransport()
     transport.status = {"phash": {"status": "ready", "reason": ""}}
     listed = {model["name"]: model for model in call(transport, "GET", "/models").json()}
-    assert list(listed) == ["vit_b32", "vit_l14", "resnet50", "phash"]
+    assert list(listed) == ["vit_b32", "vit_l14", "resnet50", "phash", "copydetect"]
     assert listed["phash"] == {
         "name": "phash",
         "dimension": 64,

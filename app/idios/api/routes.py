@@ -24,11 +24,13 @@ from pydantic import TypeAdapter, ValidationError
 from idios import pages, specs
 from idios.api.deps import JobsDep, JobSender, NewUrlsDep, SpecDep, TransportDep
 from idios.api.schemas import (
+    FLIP,
     MAX_PAGE,
     AddRequest,
     BulkFailure,
     BulkResult,
     CompareRequest,
+    Comparison,
     Cursor,
     DumpRow,
     ErrorBody,
@@ -286,13 +288,19 @@ def _restore_args(spec: ModelSpec, body: bytes, max_rows: int) -> RestoreArgs:
         raise RequestValidationError(exc.errors(include_input=False)) from None
     if len(rows) > max_rows:
         raise TooLarge(f"at most {max_rows} rows per request", type="too_many_items")
+    keypoints = spec.vector_kind == "keypoints"
     for index, row in enumerate(rows):
-        if len(row.embedding) != spec.dim:
+        if keypoints != isinstance(row.embedding, str):
+            what = "a base64 string of keypoints" if keypoints else f"a list of {spec.dim} numbers"
+            raise Invalid(f"row {index}: a {spec.name} embedding is {what}", type="wrong_dimension")
+        if not keypoints and len(row.embedding) != spec.dim:
             raise Invalid(
                 f"row {index}: embedding has {len(row.embedding)} values, model {spec.name} needs {spec.dim}",
                 type="wrong_dimension",
             )
-    embeddings = np.array([row.embedding for row in rows], dtype=np.float64).reshape(len(rows), spec.dim)
+    embeddings: Any = [row.embedding for row in rows]
+    if not keypoints:
+        embeddings = np.array(embeddings, dtype=np.float64).reshape(len(rows), spec.dim)
     return RestoreArgs(
         urls=[row.url for row in rows],
         metadata=[row.metadata or {} for row in rows],
@@ -330,6 +338,7 @@ async def search_upload(
     offset: Annotated[int, Form(ge=0, le=10000)] = 0,
     min_similarity: Annotated[float, Form(ge=0, le=100)] = 0.0,
     filter: Annotated[str | None, Form(description='JSON object, e.g. {"tags": "letter"}')] = None,
+    flip: Annotated[bool, Form(description=FLIP)] = False,
 ) -> list[SearchHit]:
     limit_bytes = jobs.settings.max_download_bytes
     data = await file.read(limit_bytes + 1)
@@ -339,7 +348,11 @@ async def search_upload(
         raise Invalid("the uploaded file is empty", type="empty_file")
     try:
         options = SearchOptions(
-            limit=limit, offset=offset, min_similarity=min_similarity, filter=json.loads(filter) if filter else None
+            limit=limit,
+            offset=offset,
+            min_similarity=min_similarity,
+            filter=json.loads(filter) if filter else None,
+            flip=flip,
         )
     except (ValueError, ValidationError) as exc:
         raise Invalid(f"bad filter: {exc}", type="bad_filter") from None
@@ -347,9 +360,15 @@ async def search_upload(
     return await _search(jobs, spec, args)
 
 
-@model_router.post("/compare", dependencies=READ, responses=AUTH_ERRORS, summary="Similarity 0-100 of two images")
-async def compare(spec: SpecDep, jobs: JobsDep, body: CompareRequest) -> float:
-    return await jobs.run(CompareArgs(**body.model_dump()), spec)
+@model_router.post(
+    "/compare",
+    dependencies=READ,
+    responses=AUTH_ERRORS,
+    summary="Similarity 0-100 of two images; with details, where they match",
+)
+async def compare(spec: SpecDep, jobs: JobsDep, body: CompareRequest) -> float | Comparison:
+    found = Comparison.model_validate(await jobs.run(CompareArgs(**body.model_dump(exclude={"details"})), spec))
+    return found if body.details else found.similarity
 
 
 @model_router.post(

@@ -109,7 +109,9 @@ class AddRequest(Strict):
 class RestoreRow(Strict):
     url: Url
     metadata: Metadata = None
-    embedding: list[float] = Field(description="The stored vector: floats, or 0/1 bits for phash.")
+    embedding: list[float] | str = Field(
+        description="The stored vector: floats, 0/1 bits for phash, or a base64 string of keypoints for copydetect."
+    )
 
 
 class BulkFailure(BaseModel):
@@ -123,6 +125,9 @@ class BulkResult(BaseModel):
     failed: list[BulkFailure]
 
 
+FLIP = "Also search (compare) the mirrored image; a hit found that way says `flipped`."
+
+
 class SearchOptions(Strict):
     limit: int = Field(10, ge=1, le=MAX_LIMIT)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
@@ -130,6 +135,7 @@ class SearchOptions(Strict):
     filter: Filter = Field(
         None, description='Metadata equalities, e.g. {"tags": "letter"}.', examples=[{"tags": "letter"}]
     )
+    flip: bool = Field(False, description=FLIP)
 
 
 class SearchRequest(SearchOptions):
@@ -145,10 +151,25 @@ class SearchRequest(SearchOptions):
         return self
 
 
+Box = Annotated[list[float], Field(min_length=4, max_length=4, description="x0, y0, x1, y1: fractions of the image.")]
+
+
+class MatchInfo(BaseModel):
+    """Where two images show the same picture (copydetect)."""
+
+    query_box: Box = Field(description="The shared region in the query (the first image), x0, y0, x1, y1.")
+    target_box: Box = Field(description="The shared region in the hit (the second image), x0, y0, x1, y1.")
+    query_overlap: float = Field(description="The share of the query's area the shared region covers, 0-1.")
+    target_overlap: float = Field(description="The share of the hit's area the shared region covers, 0-1.")
+    inliers: int = Field(description="Corners whose pairs agree on the placement.")
+
+
 class SearchHit(BaseModel):
     url: str
     metadata: dict[str, Any]
     similarity: float = Field(description="0-100, 100 a perfect match.")
+    flipped: bool = Field(False, description="Found by the mirrored query (`flip`).")
+    match: MatchInfo | None = Field(None, description="Where the query matches the hit (copydetect).")
 
 
 class CompareRequest(Strict):
@@ -158,6 +179,8 @@ class CompareRequest(Strict):
     other: Url | None = None
     image: str | None = Field(None, description="The first image's bytes, base64, instead of `url`.")
     other_image: str | None = Field(None, description="The second image's bytes, base64, instead of `other`.")
+    flip: bool = Field(False, description="Also compare the first image mirrored; the better counts.")
+    details: bool = Field(False, description="Answer {similarity, match, flipped} instead of the similarity alone.")
 
     @model_validator(mode="after")
     def _two_images(self) -> CompareRequest:
@@ -165,6 +188,12 @@ class CompareRequest(Strict):
             if (getattr(self, first) is None) == (getattr(self, second) is None):
                 raise ValueError(f"give exactly one of {first} or {second}")
         return self
+
+
+class Comparison(BaseModel):
+    similarity: float = Field(description="0-100, 100 a perfect match.")
+    match: MatchInfo | None = Field(None, description="Where the images match (copydetect).")
+    flipped: bool = Field(False, description="The first image matched best mirrored (`flip`).")
 
 
 class PageRequest(Strict):
@@ -175,7 +204,7 @@ class PageRequest(Strict):
 class DumpRow(BaseModel):
     url: str
     metadata: dict[str, Any]
-    embedding: list[float]
+    embedding: list[float] | str
 
 
 class RemoveRequest(Strict):

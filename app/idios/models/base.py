@@ -11,9 +11,11 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from idios.errors import Invalid
+from idios.keypoint_data import Match
 from idios.specs import ModelSpec
 
 if TYPE_CHECKING:
@@ -72,8 +74,16 @@ class ModelUnavailable(Exception):
     """The model cannot be loaded here (missing weights or packages); the message says why."""
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """How alike two images are (0-100) and, for a copy detection model, where they match."""
+
+    similarity: float
+    match: Match | None = None
+
+
 class EmbeddingModel(ABC):
-    """A loaded model that turns images (and maybe text) into stored-form vectors."""
+    """A loaded model that turns images (and maybe text) into stored-form vectors, and queries."""
 
     spec: ClassVar[ModelSpec]
 
@@ -91,3 +101,15 @@ class EmbeddingModel(ABC):
 
     def embed_texts(self, texts: list[str]) -> list[Any]:
         raise Invalid(f"model {self.spec.name} has no text tower; search it by image", type="no_text_tower")
+
+    def embed_queries(self, images: list[Image]) -> list[Any]:
+        """What a search or a compare uses of each image: its stored-form vector, for most models."""
+        return self.embed_images(images, interactive=True)
+
+    def stored_query(self, stored: Any) -> Any:
+        """A stored vector as a query (a search or compare by a stored url)."""
+        return stored
+
+    def compare(self, first: Any, second: Any) -> Comparison:
+        """Two queries (`embed_queries`, `stored_query`) compared."""
+        return Comparison(self.spec.compare(first, second))

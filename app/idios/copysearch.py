@@ -1,0 +1,93 @@
+"""Copy detection's search (doc/copydetect.md): the query's corners find their nearest stored corners
+in Milvus, the images those belong to are ranked by how many query corners found one of theirs and
+by how many of those pairs agree on a placement, and the best candidates are checked against all
+their corners (`keypoints.best_match`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from idios import keypoint_data, keypoints
+from idios.corner_store import Neighbours
+from idios.keypoint_data import Keypoints, Match
+from idios.specs import ModelSpec
+from idios.store import Store
+
+# Each query corner's nearest stored corners that vote, within this many bits of 256 (unrelated
+# ORB descriptors differ in about 128), found by probing this many lists of the inverted file.
+NEIGHBOURS = 4
+PROBES = 8
+VOTE_DISTANCE = 64
+# Candidates whose voting pairs are tried for a placement, best voted first: a few dozen cost a few
+# milliseconds, and the original of a copy ranks among the first few.
+PLACED = 48
+# Candidates checked against all their corners: as many as the search asks for, at least MIN_CHECKED
+# (the placement of the voting pairs alone can miss a copy whose corners Milvus's probes missed), at
+# most MAX_CHECKED (each check reads 256 corners and takes a few milliseconds).
+MIN_CHECKED = 8
+MAX_CHECKED = 100
+
+
+@dataclass(frozen=True)
+class CopyHit:
+    url: str
+    metadata: dict[str, Any]
+    match: Match
+
+
+def search(store: Store, spec: ModelSpec, query: list[Keypoints], *, count: int, filter: str = "") -> list[CopyHit]:
+    """Up to `count` stored images sharing a picture with the query (its analyses), most agreeing
+    pairs first; those whose metadata fails `filter` are left out."""
+    if not any(len(analysis) for analysis in query):
+        return []
+    descriptors = np.concatenate([analysis.descriptors for analysis in query])
+    near = store.nearest_corners(spec, descriptors, neighbours=NEIGHBOURS, probes=PROBES, within=VOTE_DISTANCE)
+    ranked = rank(query, near)[: min(max(count, MIN_CHECKED), MAX_CHECKED)]
+    found = store.candidates(spec, ranked, filter)
+    hits = []
+    for image in ranked:
+        if image in found:
+            row, target = found[image]
+            match = keypoints.best_match(query, target)
+            if match is not None:
+                hits.append(CopyHit(url=row.url, metadata=row.metadata, match=match))
+    hits.sort(key=lambda hit: (-hit.match.inliers, hit.url))
+    return hits[:count]
+
+
+def rank(query: list[Keypoints], near: Neighbours) -> list[int]:
+    """Candidate images, best first: by the pairs that agree on a placement (of the `PLACED` images
+    most voted for), then by votes (query corners that found one of the image's corners)."""
+    if not len(near.image):
+        return []
+    images, votes = _votes(near)
+    order = np.lexsort((images, -votes))  # most votes first, ties by id: the same answer every time
+    placed = {int(images[i]): _placed(query, near, int(images[i])) for i in order[:PLACED]}
+    return sorted((int(images[i]) for i in order), key=lambda image: -placed.get(image, 0))
+
+
+def _votes(near: Neighbours) -> tuple[np.ndarray, np.ndarray]:
+    """Each image found, and how many distinct query corners found one of its corners."""
+    pairs = np.unique(np.stack([near.image, near.query], axis=1), axis=0)
+    return np.unique(pairs[:, 0], return_counts=True)
+
+
+def _placed(query: list[Keypoints], near: Neighbours, image: int) -> int:
+    """Of one image's voting pairs, the most that agree on one placement of one of the query's analyses."""
+    mine = near.image == image
+    corner, key = near.query[mine], near.key[mine]
+    destination = keypoint_data.pixels_of(near.position[mine])
+    best, first = 0, 0
+    for analysis in query:
+        last = first + len(analysis)
+        inside = (corner >= first) & (corner < last)
+        if inside.sum() >= 3:
+            source = analysis.pixels()[corner[inside] - first]
+            found = keypoints.placement(source, destination[inside], corner[inside], key[inside])
+            best = max(best, found[1] if found else 0)
+        first = last
+    return best
