@@ -21,7 +21,8 @@ IN_FLIGHT = 2
 REQUEST_BYTES = 8 * 1024 * 1024
 
 
-def _client(api: str) -> httpx.Client:
+def api_client(api: str) -> httpx.Client:
+    """An HTTP client of the API at `api`, with the key in IDIOS_API_KEY."""
     headers = {}
     key = os.environ.get("IDIOS_API_KEY")
     if key:
@@ -29,7 +30,8 @@ def _client(api: str) -> httpx.Client:
     return httpx.Client(base_url=api.rstrip("/"), timeout=TIMEOUT, headers=headers)
 
 
-def _check(response: httpx.Response) -> httpx.Response:
+def check(response: httpx.Response) -> httpx.Response:
+    """The response; SystemExit with its method, path, status and body when the server refused it."""
     if response.is_error:
         raise SystemExit(
             f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
@@ -90,15 +92,15 @@ def dump(api: str, model: str, directory: Path, batch: int) -> int:
     streamed response; the lines are written as the server sent them, never parsed."""
     directory.mkdir(parents=True, exist_ok=True)
     files = DumpFiles(directory, model, batch)
-    with _client(api) as client:
-        total = _check(client.get(f"/models/{model}/count")).json()
+    with api_client(api) as client:
+        total = check(client.get(f"/models/{model}/count")).json()
         with (
             tqdm(total=total, unit="entries", desc=f"dump {model}") as progress,
             client.stream("GET", f"/models/{model}/dump.jsonl") as response,
         ):
             if response.is_error:
                 response.read()
-                _check(response)
+                check(response)
             tail = b""
             try:
                 for chunk in response.iter_bytes():
@@ -129,7 +131,7 @@ def restore(api: str, model: str, directory: Path, batch: int) -> int:
         raise SystemExit(f"no .jsonl files in {directory}")
     total = sum(1 for path in files for line in path.open("rb") if line.strip())
     with (
-        _client(api) as client,
+        api_client(api) as client,
         tqdm(total=total, unit="entries", desc=f"restore {model}") as progress,
         ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="restore") as senders,
     ):
@@ -145,7 +147,7 @@ def restore(api: str, model: str, directory: Path, batch: int) -> int:
                 # this side cannot know): the halves, one after the other.
                 half = len(rows) // 2
                 return send(rows[:half]) + send(rows[half:])
-            _check(response)
+            check(response)
             return len(rows)
 
         def submit(rows: list[Any]) -> None:

@@ -1,4 +1,4 @@
-"""The `idios` command: serve, api, worker, dump, restore, openapi."""
+"""The `idios` command: serve, api, worker, dump, restore, duplicates, hash-key, openapi."""
 
 from __future__ import annotations
 
@@ -126,6 +126,20 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("directory", type=Path)
         sub.add_argument("--api", default="http://127.0.0.1:4213", help="API base url (default %(default)s)")
         sub.add_argument("--batch", type=int, default=1000, help="entries per request and per file")
+    walk = commands.add_parser(
+        "duplicates",
+        help="write every group of copies in MODEL to a JSON Lines file",
+        description="Walks MODEL's stored images through the API (POST /models/MODEL/duplicates) and writes one "
+        "group of copies per line: {urls, similarity}. Example: idios duplicates copydetect --out copies.jsonl",
+    )
+    walk.add_argument("model")
+    walk.add_argument("--out", type=Path, default=Path("duplicates.jsonl"), help="output file (default %(default)s)")
+    walk.add_argument("--api", default="http://127.0.0.1:4213", help="API base url (default %(default)s)")
+    walk.add_argument(
+        "--min-similarity", type=float, help="similarity from which images are copies (default: the model's)"
+    )
+    walk.add_argument("--page", type=int, default=100, help="stored urls examined per request (default %(default)s)")
+    walk.add_argument("--after", help="resume after this url (a walk that stopped prints it), appending to --out")
     keygen = commands.add_parser("hash-key", help="make an API key (or hash a given one) for IDIOS_API_KEYS")
     keygen.add_argument("key", nargs="?", help="the key to hash (default: a new random key)")
     keygen.add_argument("--scope", choices=["read", "write"], default="read")
@@ -152,6 +166,14 @@ def main(argv: list[str] | None = None) -> None:
 
         action = backup.dump if args.command == "dump" else backup.restore
         sys.exit(action(args.api, args.model, args.directory, args.batch))
+    elif args.command == "duplicates":
+        from idios.duplicates import walk as walk_duplicates
+
+        sys.exit(
+            walk_duplicates(
+                args.api, args.model, args.out, min_similarity=args.min_similarity, page=args.page, after=args.after
+            )
+        )
     elif args.command == "hash-key":
         from idios.auth import hash_key, new_key
 

@@ -70,8 +70,9 @@ class Compute:
     async def embed_queries(self, model: EmbeddingModel, images: list[Image]) -> list[Any]:
         return await asyncio.get_running_loop().run_in_executor(self._model_pool, model.embed_queries, images)
 
-    async def compare(self, model: EmbeddingModel, first: Any, second: Any) -> Comparison:
-        return await asyncio.get_running_loop().run_in_executor(self._model_pool, model.compare, first, second)
+    async def compare(self, model: EmbeddingModel, first: Any, second: Any, *, interactive: bool = True) -> Comparison:
+        pool = self._model_pool if interactive else self._bulk_pool
+        return await asyncio.get_running_loop().run_in_executor(pool, model.compare, first, second)
 
     async def mirror(self, image: Image) -> Image:
         """The image mirrored left to right (a search's `flip`)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from idios.protocol import (
     CompareArgs,
     CountArgs,
     DumpArgs,
+    DuplicatesArgs,
     Job,
     PingArgs,
     RemoveArgs,
@@ -94,6 +96,7 @@ class JobRunner:
             CompareArgs.op: self.compare,
             UrlsArgs.op: self.urls,
             DumpArgs.op: self.dump,
+            DuplicatesArgs.op: self.duplicates,
             CountArgs.op: self.count,
             RemoveArgs.op: self.remove,
         }
@@ -283,12 +286,13 @@ class JobRunner:
             queries = [(await self.compute.embed_text(model, args.text), False)]
         else:
             queries = await self._queries(model, args.url, args.image, flip=args.flip)
+        filter = expr.metadata_filter(args.filter)
         if len(queries) == 1:
-            hits = await self._search_one(model, queries[0][0], args, limit=args.limit, offset=args.offset)
+            hits = await self._search_one(model, queries[0][0], limit=args.limit, offset=args.offset, filter=filter)
         else:
             found: dict[str, dict[str, Any]] = {}
             for query, flipped in queries:
-                for hit in await self._search_one(model, query, args, limit=args.limit + args.offset, offset=0):
+                for hit in await self._search_one(model, query, limit=args.limit + args.offset, filter=filter):
                     hit["flipped"] = flipped
                     if hit["url"] not in found or hit["similarity"] > found[hit["url"]]["similarity"]:
                         found[hit["url"]] = hit
@@ -297,9 +301,9 @@ class JobRunner:
         return [hit for hit in hits if hit["similarity"] >= args.min_similarity]
 
     async def _search_one(
-        self, model: EmbeddingModel, query: Any, args: SearchArgs, *, limit: int, offset: int
+        self, model: EmbeddingModel, query: Any, *, limit: int, offset: int = 0, filter: str = ""
     ) -> list[dict[str, Any]]:
-        spec, filter = model.spec, expr.metadata_filter(args.filter)
+        spec = model.spec
         if spec.vector_kind == "keypoints":
             copies = await self.compute.store_call(
                 copysearch.search, self.store, spec, query, count=limit + offset, filter=filter
@@ -337,6 +341,46 @@ class JobRunner:
         comparison, flipped = best
         match = comparison.match.to_public() if comparison.match else None
         return {"similarity": comparison.similarity, "match": match, "flipped": flipped}
+
+    async def duplicates(self, job: Job[DuplicatesArgs]) -> dict[str, Any]:
+        """{groups, cursor, examined}: each url of the page with its copies, as a group {urls, similarity} (the
+        urls in url order, the similarity of every pair as a matrix), reported at the group's first
+        url only, so a walk reports a group of copies once; `cursor` is the last url examined (where
+        the next page starts), None at the end. The page stops early where more groups would not fit
+        in one message (`idios.pages`)."""
+        model = self.models.get(job.model)
+        spec, args = model.spec, job.args
+        rows = await self.compute.store_call(self.store.page, spec, args.cursor, args.limit, with_data=False)
+        urls = [row["url"] for row in rows]
+        stored = await self.compute.store_call(self.store.vectors, spec, urls, strong=True)
+        budget, size = pages.budget(self.settings.max_message_bytes), pages.ENVELOPE + 64
+        groups: list[dict[str, Any]] = []
+        cursor, examined = args.cursor, 0
+        for url in urls:
+            if url in stored:
+                hits = await self._search_one(model, model.stored_query(stored[url]), limit=args.max_group)
+                copies = {hit["url"] for hit in hits if hit["similarity"] >= args.min_similarity} - {url}
+                if copies and url < min(copies):
+                    group = await self._group(model, sorted({url, *copies}), stored)
+                    size += len(orjson.dumps(group)) + 1
+                    if groups and size > budget:
+                        break  # this url starts the next page
+                    groups.append(group)
+            cursor, examined = url, examined + 1
+        done = len(rows) < args.limit and examined == len(urls)
+        return {"groups": groups, "cursor": None if done else cursor, "examined": examined}
+
+    async def _group(self, model: EmbeddingModel, urls: list[str], known: dict[str, Any]) -> dict[str, Any]:
+        """The group's urls and the similarity of each pair of them, from their stored vectors."""
+        missing = [url for url in urls if url not in known]
+        stored = {**known, **await self.compute.store_call(self.store.vectors, model.spec, missing, strong=True)}
+        members = [url for url in urls if url in stored]  # a member removed meanwhile is left out
+        queries = [model.stored_query(stored[url]) for url in members]
+        similarity = [[100.0] * len(members) for _ in members]
+        for i, j in itertools.combinations(range(len(members)), 2):
+            found = await self.compute.compare(model, queries[i], queries[j], interactive=False)
+            similarity[i][j] = similarity[j][i] = found.similarity
+        return {"urls": members, "similarity": similarity}
 
     async def urls(self, job: Job[UrlsArgs]) -> list[str]:
         """Up to `limit` urls after the cursor, fewer where more would not fit in one message (`idios.pages`)."""

@@ -29,7 +29,8 @@ from idios.errors import IdiosError, Invalid, Unavailable
 PROTOCOL_VERSION = 3
 
 # interactive: searches and compares (may need a forward pass); light: reads of the store alone
-# (count, urls, dump), so they never wait behind searches; ingest: everything that writes.
+# (count, urls, dump), so they never wait behind searches; ingest: everything that writes, and the
+# duplicates walk (background work, like a bulk import).
 Lane = Literal["interactive", "light", "ingest"]
 
 
@@ -128,6 +129,19 @@ class DumpArgs(JobArgs):
     last: str | None = None
 
 
+class DuplicatesArgs(JobArgs):
+    """A page of the walk over the stored urls for copies of each other: the urls after `cursor`, up
+    to `limit` of them, each searched by its stored vector for copies (`min_similarity` and up, at
+    most `max_group - 1`)."""
+
+    op = "duplicates"
+    lane = "ingest"  # background work, at the ingestion's priority
+    cursor: str | None = None
+    limit: int = 100
+    min_similarity: float
+    max_group: int = 20
+
+
 class CountArgs(JobArgs):
     op = "count"
     lane = "light"
@@ -150,6 +164,7 @@ OPERATIONS: dict[str, type[JobArgs]] = {
         CompareArgs,
         UrlsArgs,
         DumpArgs,
+        DuplicatesArgs,
         CountArgs,
         RemoveArgs,
     )

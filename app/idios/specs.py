@@ -32,6 +32,8 @@ class ModelSpec:
     vector_kind: VectorKind
     accepts_text: bool
     description: str
+    # The similarity from which two images count as copies of each other: the duplicates walk's default.
+    copy_similarity: float
 
     def similarity(self, score: float) -> float:
         """Map Milvus's score to 0-100, 100 a perfect match, on the same scale for every model.
@@ -147,6 +149,7 @@ VIT_B32 = ModelSpec(
     vector_kind="float",
     accepts_text=True,
     description="CLIP ViT-B/32 (OpenAI weights), image and text",
+    copy_similarity=95.0,
 )
 VIT_L14 = ModelSpec(
     name="vit_l14",
@@ -155,6 +158,7 @@ VIT_L14 = ModelSpec(
     vector_kind="float",
     accepts_text=True,
     description="CLIP ViT-L/14 (OpenAI weights), image and text",
+    copy_similarity=95.0,
 )
 RESNET50 = ModelSpec(
     name="resnet50",
@@ -163,6 +167,7 @@ RESNET50 = ModelSpec(
     vector_kind="float",
     accepts_text=False,
     description="ResNet-50 (ImageNet), pooled features, image only",
+    copy_similarity=95.0,
 )
 PHASH = ModelSpec(
     name="phash",
@@ -171,6 +176,7 @@ PHASH = ModelSpec(
     vector_kind="binary",
     accepts_text=False,
     description="64-bit perceptual hash for near-duplicates",
+    copy_similarity=90.625,  # at most 6 of 64 bits differ
 )
 
 COPYDETECT = ModelSpec(
@@ -181,6 +187,7 @@ COPYDETECT = ModelSpec(
     accepts_text=False,
     description="Copy detection: finds crops, rotations, overlays and screenshots of an image, and where they "
     "match; no weights (ORB corners, 256 bits each, checked by their placement)",
+    copy_similarity=keypoint_data.similarity(6),  # 6 agreeing pairs (doc/copydetect.md)
 )
 
 # Every model Idios knows, in the order `GET /models` lists them.

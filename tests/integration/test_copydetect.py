@@ -169,3 +169,37 @@ def _corners(milvus_uri: str, app: InProcess) -> int:
         return int(client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
     finally:
         client.close()
+
+
+async def test_duplicates_groups_the_copies_once(
+    app: InProcess, images: ImageServer, originals: dict[str, str]
+) -> None:
+    """A page of three urls at a time walks the collection; the astronaut, a crop and a rotation of it
+    are one group, reported once, with every pair's similarity."""
+    copies = {
+        "/zz-astronaut-crop.jpg": crop(photo("astronaut"), (0.2, 0.1, 0.8, 0.7)),
+        "/zz-astronaut-rotated.jpg": photo("astronaut").rotate(90, expand=True),
+    }
+    urls = [images.add(path, encode(image, "JPEG", quality=85)) for path, image in copies.items()]
+    added = await app.client.post(f"{MODEL}/add_bulk", json=[{"url": url} for url in urls])
+    assert sorted(added.json()["added"]) == sorted(urls), added.text
+    try:
+        groups, cursor, pages = [], None, 0
+        while True:
+            answer = await app.client.post(f"{MODEL}/duplicates", json={"cursor": cursor, "limit": 3})
+            assert answer.status_code == 200, answer.text
+            page = answer.json()
+            groups += page["groups"]
+            pages += 1
+            if page["cursor"] is None:
+                break
+            cursor = page["cursor"]
+        assert pages >= 3
+        (group,) = groups
+        assert group["urls"] == sorted([originals["astronaut"], *urls])
+        matrix = group["similarity"]
+        assert all(matrix[i][i] == 100.0 for i in range(3))
+        assert all(matrix[i][j] == matrix[j][i] > 39 for i in range(3) for j in range(3)), matrix
+    finally:
+        for url in urls:
+            await app.client.post(f"{MODEL}/remove", json={"url": url})

@@ -48,11 +48,12 @@ def test_a_job_crosses_the_broker_unchanged(op: str) -> None:
 
 def test_every_operation_has_arguments_a_lane_and_a_name() -> None:
     assert set(OPERATIONS) == {
-        "ping", "status", "add", "restore", "search", "compare", "urls", "dump", "count", "remove"
+        "ping", "status", "add", "restore", "search", "compare", "urls", "dump", "duplicates", "count", "remove"
     }  # fmt: skip
     for op, kind in OPERATIONS.items():
         assert kind.op == op and kind.lane in ("interactive", "light", "ingest")
-    assert {op for op, kind in OPERATIONS.items() if kind.lane == "ingest"} == {"add", "restore", "remove"}
+    ingest = {op for op, kind in OPERATIONS.items() if kind.lane == "ingest"}
+    assert ingest == {"add", "restore", "remove", "duplicates"}
 
 
 def test_a_restore_job_carries_its_vectors_packed() -> None:

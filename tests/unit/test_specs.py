@@ -36,7 +36,7 @@ def test_hamming_similarity(distance: int, expected: float) -> None:
 def test_similarity_rounds_to_four_places() -> None:
     assert VIT.similarity(1 / 3) == 33.3333
     assert VIT.similarity(2 / 3) == 66.6667
-    hamming = ModelSpec("h", 3, "HAMMING", "binary", False, "three bits")
+    hamming = ModelSpec("h", 3, "HAMMING", "binary", False, "three bits", copy_similarity=90.0)
     assert hamming.similarity(1) == 66.6667
 
 

@@ -33,6 +33,8 @@ from idios.api.schemas import (
     Comparison,
     Cursor,
     DumpRow,
+    DuplicatesPage,
+    DuplicatesRequest,
     ErrorBody,
     ModelInfo,
     PageRequest,
@@ -49,6 +51,7 @@ from idios.protocol import (
     CompareArgs,
     CountArgs,
     DumpArgs,
+    DuplicatesArgs,
     PingArgs,
     RemoveArgs,
     RestoreArgs,
@@ -469,6 +472,23 @@ async def dump_stream(
                 job.cancel()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@model_router.post(
+    "/duplicates",
+    dependencies=READ,
+    responses=AUTH_ERRORS,
+    summary="Groups of stored images that are copies of each other, a page of the collection at a time",
+)
+async def duplicates(spec: SpecDep, jobs: JobsDep, body: DuplicatesRequest | None = None) -> DuplicatesPage:
+    """Walks the stored urls in url order, `limit` of them per page: each is searched by its stored
+    vector, and it and its copies (`min_similarity` and up) form a group, reported at the group's first
+    url only. Continue with the answer's `cursor` until it is null. Where copying is not transitive (a
+    crop of a crop), a url whose copies come before it in url order is not reported with them."""
+    page = body or DuplicatesRequest()
+    minimum = spec.copy_similarity if page.min_similarity is None else page.min_similarity
+    args = DuplicatesArgs(cursor=page.cursor, limit=page.limit, min_similarity=minimum, max_group=page.max_group)
+    return DuplicatesPage.model_validate(await jobs.run(args, spec, bulk=True))
 
 
 @model_router.get("/count", dependencies=READ, responses=AUTH_ERRORS, summary="Number of stored images")

@@ -201,6 +201,26 @@ class PageRequest(Strict):
     limit: int = Field(1000, ge=1, le=MAX_PAGE)
 
 
+class DuplicatesRequest(Strict):
+    cursor: Cursor = None
+    limit: int = Field(100, ge=1, le=MAX_LIMIT, description="Stored urls examined by this page.")
+    min_similarity: float | None = Field(
+        None, ge=0, le=100, description="Similarity from which two images are copies; default: the model's own."
+    )
+    max_group: int = Field(20, ge=2, le=100, description="Most urls in one group.")
+
+
+class DuplicateGroup(BaseModel):
+    urls: list[str] = Field(description="Copies of each other, in url order; the first is where the walk found them.")
+    similarity: list[list[float]] = Field(description="The similarity of urls[i] and urls[j], 0-100.")
+
+
+class DuplicatesPage(BaseModel):
+    groups: list[DuplicateGroup]
+    cursor: str | None = Field(description="The last url examined: the next page's cursor. null: the walk is done.")
+    examined: int = Field(description="Stored urls this page examined.")
+
+
 class DumpRow(BaseModel):
     url: str
     metadata: dict[str, Any]

@@ -270,8 +270,8 @@ def expression(data: bytes) -> None:
 
 # --- restore --------------------------------------------------------------------------------------------
 
-FLOAT_SPEC = ModelSpec("fuzz_float", 4, "COSINE", "float", False, "a 4-d float model")
-BINARY_SPEC = ModelSpec("fuzz_bits", 16, "HAMMING", "binary", False, "a 16-bit binary model")
+FLOAT_SPEC = ModelSpec("fuzz_float", 4, "COSINE", "float", False, "a 4-d float model", copy_similarity=95.0)
+BINARY_SPEC = ModelSpec("fuzz_bits", 16, "HAMMING", "binary", False, "a 16-bit binary model", copy_similarity=90.0)
 MAX_ROWS = 64
 
 
