@@ -96,8 +96,10 @@ def decode_image(data: bytes, settings: Settings) -> Image.Image:
     return decode_opened(open_image(data, settings), settings)
 
 
-def open_image(data: bytes, settings: Settings) -> OpenedImage:
+def open_image(data: bytes, settings: Settings, min_side: int | None = None) -> OpenedImage:
     """Read and check the header of `data` without decoding its pixels; estimate the decode's memory.
+    A large JPEG is decoded at reduced scale while both sides stay at least `min_side` (default
+    `settings.decode_min_side`).
 
     Refuses (413) an image declaring more than `max_image_pixels` or needing more than the whole
     `decode_budget_bytes`, (422) one too small, not an image, or a JPEG with too many scans.
@@ -166,7 +168,7 @@ def open_image(data: bytes, settings: Settings) -> OpenedImage:
                 coefficients = _jpeg_coefficient_bytes(img)
             # Decode at 1/2, 1/4 or 1/8 scale while both sides stay at least decode_min_side: the
             # models look at 224 px, and a full-size decode of a large photo costs several times more.
-            target = min(settings.decode_min_side, settings.max_image_side)
+            target = min(max(settings.decode_min_side, min_side or 0), settings.max_image_side)
             img.draft("RGB", (target, target))
     except Exception:
         raise Invalid("the image is truncated or corrupt", type="image_truncated") from None

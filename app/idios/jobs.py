@@ -130,9 +130,9 @@ class JobRunner:
 
     # building blocks
 
-    async def _image(self, url: str, *, interactive: bool = False) -> Image:
+    async def _image(self, url: str, model: EmbeddingModel, *, interactive: bool = False) -> Image:
         data = await self.fetcher.fetch(url)
-        return await self.compute.decode(data, interactive=interactive)
+        return await self.compute.decode(data, interactive=interactive, min_side=model.decode_side(interactive))
 
     async def _queries(
         self, model: EmbeddingModel, url: str | None, image: str | None, *, flip: bool = False
@@ -148,12 +148,12 @@ class JobRunner:
                 own = (model.stored_query(stored[url]), False)
                 if not flip:
                     return [own]
-                mirrored = await self.compute.mirror(await self._image(url, interactive=True))
+                mirrored = await self.compute.mirror(await self._image(url, model, interactive=True))
                 return [own, ((await self.compute.embed_queries(model, [mirrored]))[0], True)]
-            picture = await self._image(url, interactive=True)
+            picture = await self._image(url, model, interactive=True)
         else:
             data = _base64(image or "", self.settings.max_download_bytes)
-            picture = await self.compute.decode(data, interactive=True)
+            picture = await self.compute.decode(data, interactive=True, min_side=model.decode_side(True))
         pictures = [picture, await self.compute.mirror(picture)] if flip else [picture]
         queries = await self.compute.embed_queries(model, pictures)
         return list(zip(queries, (False, True), strict=False))
@@ -195,7 +195,7 @@ class JobRunner:
         replies: list[Reply | None] = [None] * len(batch)
         try:
             await self._refuse_stored(model.spec, batch, replies)
-            images = await self._fetch_images(batch, replies)
+            images = await self._fetch_images(model, batch, replies)
             if images:
                 refused = await self._embed_and_store(model, batch, images)
                 for i in images:
@@ -219,10 +219,12 @@ class JobRunner:
             elif url in found:
                 replies[i] = failed(Conflict(f"already stored: {url}", type="already_stored"))
 
-    async def _fetch_images(self, batch: list[PendingAdd], replies: list[Reply | None]) -> dict[int, Image]:
+    async def _fetch_images(
+        self, model: EmbeddingModel, batch: list[PendingAdd], replies: list[Reply | None]
+    ) -> dict[int, Image]:
         """Download and decode the images of the adds not answered yet, at once; answer those that fail."""
         todo = [i for i, reply in enumerate(replies) if reply is None]
-        fetched = await asyncio.gather(*(self._image(batch[i].args.url) for i in todo), return_exceptions=True)
+        fetched = await asyncio.gather(*(self._image(batch[i].args.url, model) for i in todo), return_exceptions=True)
         images: dict[int, Image] = {}
         for i, image in zip(todo, fetched, strict=True):
             if isinstance(image, IdiosError):

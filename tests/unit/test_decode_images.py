@@ -14,6 +14,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from idios.config import Settings
+from idios.decoding import decode_opened, open_image
 from idios.errors import IdiosError, Invalid, TooLarge
 from idios.images import ImageFetcher, decode_image
 
@@ -82,6 +83,14 @@ def test_large_jpeg_is_shrunk(settings: Settings) -> None:
     img = decode_image(encode(big, "JPEG", quality=85), make_settings(decode_min_side=2000))
     assert max(img.size) == 1000  # decoded in full, then shrunk
     assert abs(img.size[0] / img.size[1] - 4000 / 2667) < 0.01
+
+
+def test_a_model_needing_more_detail_gets_a_larger_decode(settings: Settings) -> None:
+    """A 1600 x 1200 JPEG is decoded at a quarter of its size for the models that look at 224 px, and at
+    half (800 x 600) for one that asks to keep a shorter side of 600 (copy detection's corners)."""
+    data = encode(Image.fromarray(skdata.astronaut()).resize((1600, 1200)), "JPEG")
+    assert open_image(data, settings).image.size == (400, 300)
+    assert decode_opened(open_image(data, settings, min_side=600), settings).size == (800, 600)
 
 
 def test_large_png_is_shrunk(settings: Settings) -> None:

@@ -102,6 +102,11 @@ class EmbeddingModel(ABC):
     def embed_texts(self, texts: list[str]) -> list[Any]:
         raise Invalid(f"model {self.spec.name} has no text tower; search it by image", type="no_text_tower")
 
+    def decode_side(self, query: bool) -> int | None:
+        """The shorter side a large JPEG may be decoded down to for this model (a query's or a stored
+        image's), where it needs more than IDIOS_DECODE_MIN_SIDE; None: that setting serves."""
+        return None
+
     def embed_queries(self, images: list[Image]) -> list[Any]:
         """What a search or a compare uses of each image: its stored-form vector, for most models."""
         return self.embed_images(images, interactive=True)

@@ -12,6 +12,10 @@ from idios.models.base import Comparison, EmbeddingModel, ModelUnavailable
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+# The shorter side a query's JPEG is decoded down to at least: its longer side then reaches the
+# largest analysis (1024, `keypoints.QUERY_SIDES`) for pictures of 4:3.
+QUERY_DECODE_SIDE = 768
+
 
 class CopyDetect(EmbeddingModel):
     """Stored form: the packed keypoints of the image analysed at `ANALYSED_SIDE` (`keypoint_data.pack`).
@@ -26,6 +30,11 @@ class CopyDetect(EmbeddingModel):
         except ImportError as exc:
             raise ModelUnavailable(f"missing package: {exc.name} (opencv-python-headless)") from exc
         self._keypoints = keypoints
+
+    def decode_side(self, query: bool) -> int | None:
+        # Corners are found at the analysed sides (up to 1024 for a query): a JPEG decoded at a
+        # fraction of its size, then enlarged to them, loses the fine ones.
+        return QUERY_DECODE_SIDE if query else ANALYSED_SIDE
 
     def embed_images(self, images: list[Image], interactive: bool = False) -> list[Any]:
         return [keypoint_data.pack(self._keypoints.extract(image, STORED_POINTS)) for image in images]
