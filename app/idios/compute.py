@@ -52,15 +52,18 @@ class Compute:
         for pool in (self._model_pool, self._interactive_pool, self._bulk_pool):
             pool.shutdown(wait=False, cancel_futures=True)
 
-    async def decode(self, data: bytes, *, interactive: bool = False, min_side: int | None = None) -> Image:
+    async def decode(
+        self, data: bytes, *, interactive: bool = False, min_side: int | None = None, smallest_side: int | None = None
+    ) -> Image:
         """Decode in a pool thread once the image's estimated memory fits the process's decode budget;
-        a large JPEG at reduced scale while both sides stay at least `min_side` (`decoding.open_image`).
+        a large JPEG at reduced scale while both sides stay at least `min_side`, and an image with a
+        side under `smallest_side` refused (`decoding.open_image`).
 
         The header is read first (in the pool too: a hostile one can take a while); the wait for the
         budget is asyncio's, holding no thread.
         """
         pool = self._interactive_pool if interactive else self._bulk_pool
-        opened = await self._in_decode_thread(pool, open_image, data, self.settings, min_side)
+        opened = await self._in_decode_thread(pool, open_image, data, self.settings, min_side, smallest_side)
         await self.decode_budget.acquire(opened.cost, interactive=interactive)
         return await self._in_decode_thread(pool, decode_opened, opened, self.settings, held=opened.cost)
 

@@ -156,7 +156,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds to resolve an image url's host name; lookups run in their own small thread pool.",
     )
-    min_image_side: int = Field(150, ge=1, description="Images with a shorter side are refused.")
+    min_image_side: int = Field(
+        150,
+        ge=1,
+        description="Images with a shorter side are refused; copydetect takes them down to 32 px (a small crop or "
+        "a thumbnail is a query it answers).",
+    )
     max_image_pixels: int = Field(
         52_000_000,
         gt=0,

@@ -96,10 +96,13 @@ def decode_image(data: bytes, settings: Settings) -> Image.Image:
     return decode_opened(open_image(data, settings), settings)
 
 
-def open_image(data: bytes, settings: Settings, min_side: int | None = None) -> OpenedImage:
+def open_image(
+    data: bytes, settings: Settings, min_side: int | None = None, smallest_side: int | None = None
+) -> OpenedImage:
     """Read and check the header of `data` without decoding its pixels; estimate the decode's memory.
     A large JPEG is decoded at reduced scale while both sides stay at least `min_side` (default
-    `settings.decode_min_side`).
+    `settings.decode_min_side`); an image whose shorter side is under `smallest_side` (default
+    `settings.min_image_side`) is refused.
 
     Refuses (413) an image declaring more than `max_image_pixels` or needing more than the whole
     `decode_budget_bytes`, (422) one too small, not an image, or a JPEG with too many scans.
@@ -153,10 +156,10 @@ def open_image(data: bytes, settings: Settings, min_side: int | None = None) -> 
     width, height = img.size
     if width * height > settings.max_image_pixels:
         raise _too_many_pixels((width, height), settings)
-    if min(width, height) < settings.min_image_side:
+    smallest = settings.min_image_side if smallest_side is None else smallest_side
+    if min(width, height) < smallest:
         raise Invalid(
-            f"the image is too small ({width}x{height}); its shorter side must be at least "
-            f"{settings.min_image_side} pixels",
+            f"the image is too small ({width}x{height}); its shorter side must be at least {smallest} pixels",
             type="image_too_small",
         )
     try:

@@ -132,7 +132,13 @@ class JobRunner:
 
     async def _image(self, url: str, model: EmbeddingModel, *, interactive: bool = False) -> Image:
         data = await self.fetcher.fetch(url)
-        return await self.compute.decode(data, interactive=interactive, min_side=model.decode_side(interactive))
+        return await self._decode(data, model, interactive=interactive)
+
+    async def _decode(self, data: bytes, model: EmbeddingModel, *, interactive: bool) -> Image:
+        """The image decoded at the sizes the model needs (`EmbeddingModel.decode_side`, `smallest_side`)."""
+        return await self.compute.decode(
+            data, interactive=interactive, min_side=model.decode_side(interactive), smallest_side=model.smallest_side
+        )
 
     async def _queries(
         self, model: EmbeddingModel, url: str | None, image: str | None, *, flip: bool = False
@@ -153,7 +159,7 @@ class JobRunner:
             picture = await self._image(url, model, interactive=True)
         else:
             data = _base64(image or "", self.settings.max_download_bytes)
-            picture = await self.compute.decode(data, interactive=True, min_side=model.decode_side(True))
+            picture = await self._decode(data, model, interactive=True)
         pictures = [picture, await self.compute.mirror(picture)] if flip else [picture]
         queries = await self.compute.embed_queries(model, pictures)
         return list(zip(queries, (False, True), strict=False))

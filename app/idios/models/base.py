@@ -86,6 +86,8 @@ class EmbeddingModel(ABC):
     """A loaded model that turns images (and maybe text) into stored-form vectors, and queries."""
 
     spec: ClassVar[ModelSpec]
+    # The shortest side of an image the model takes; None: IDIOS_MIN_IMAGE_SIDE.
+    smallest_side: ClassVar[int | None] = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -23,6 +23,8 @@ class CopyDetect(EmbeddingModel):
     stored image."""
 
     spec = specs.COPYDETECT
+    # A small crop or a thumbnail is a query copy detection answers: it is analysed enlarged.
+    smallest_side = 32
 
     def load(self) -> None:
         try:

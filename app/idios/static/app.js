@@ -1,10 +1,11 @@
-// The Idios web page: search, add, compare and browse through the HTTP API of the server that serves it.
+// The Idios web page: search, add, compare, find duplicates and browse through the HTTP API of the server that serves it.
 // Plain modules, no dependencies, no inline code (the page runs under a strict Content-Security-Policy).
 
 const KEY_STORAGE = "idios.apiKey";
 const MODEL_STORAGE = "idios.model";
 const BULK_CHUNK = 25; // urls per add_bulk request (data-chunk on the form overrides it)
-const TABS = ["search", "add", "compare", "browse"];
+const DUP_PAGE = 100; // stored urls examined per duplicates request (data-page on the form overrides it)
+const TABS = ["search", "add", "compare", "duplicates", "browse"];
 
 const $ = (id) => document.getElementById(id);
 
@@ -18,6 +19,8 @@ const state = {
   browse: { cursors: [null], page: 0 },
   modelPoll: null,
   detailsUrl: null,
+  hits: [],
+  dup: { walk: 0, stop: false },
 };
 
 // ---------------------------------------------------------------- API calls
@@ -247,6 +250,7 @@ function setModel(name) {
   updateTextSearch();
   if (changed) {
     clearResults("Search by image, URL or text to see similar images.");
+    resetDuplicates();
     state.browse = { cursors: [null], page: 0 };
     if (!$("panel-browse").hidden) act(loadBrowse);
   }
@@ -356,12 +360,15 @@ function parseFilter() {
 }
 
 function clearResults(message) {
+  state.hits = [];
   $("results").replaceChildren();
   $("results-status").textContent = message;
+  showQueryBox(-1);
 }
 
 function showQueryPreview(src) {
   const preview = $("query-preview");
+  showQueryBox(-1);
   if (state.queryObjectUrl && state.queryObjectUrl !== src) {
     URL.revokeObjectURL(state.queryObjectUrl);
     state.queryObjectUrl = null;
@@ -381,6 +388,8 @@ function showQueryPreview(src) {
 async function search(query) {
   if (!state.model) throw new Error("No model is ready: wait until one is, or check the server.");
   const options = searchOptions();
+  // A text has no mirror: flip applies to image queries only.
+  const flip = $("flip").checked && !query.text;
   const token = ++state.searchToken;
   let described;
   let request;
@@ -392,18 +401,21 @@ async function search(query) {
     form.append("limit", String(options.limit));
     form.append("min_similarity", String(options.min_similarity));
     if (options.filter) form.append("filter", JSON.stringify(options.filter));
+    if (flip) form.append("flip", "true");
     described = query.file.name ? `“${query.file.name}”` : "the pasted image";
     request = () => api(modelPath("search/upload"), { method: "POST", form });
   } else if (query.url) {
     showQueryPreview(looksLikeUrl(query.url) ? query.url : null);
     $("search-url").value = query.url;
     described = "the image at this URL";
-    request = () => api(modelPath("search"), { method: "POST", json: { url: query.url, ...options } });
+    const body = { url: query.url, ...options, ...(flip ? { flip: true } : {}) };
+    request = () => api(modelPath("search"), { method: "POST", json: body });
   } else {
     showQueryPreview(null);
     described = `“${query.text}”`;
     request = () => api(modelPath("search"), { method: "POST", json: { text: query.text, ...options } });
   }
+  if (flip) described += " and its mirror";
   $("results-status").textContent = `Searching ${state.model} for images like ${described}…`;
   $("panel-search").setAttribute("aria-busy", "true");
   try {
@@ -444,9 +456,110 @@ function thumbnail(img, url) {
   img.src = url;
 }
 
+// ---------------------------------------------------------------- match boxes
+
+// An <img> that can show where it matches another image gets a layer beside it, laid over the picture
+// as displayed (object-fit letterboxes or crops it within the element), with the box inside the layer
+// in fractions of the picture; the layer follows the image when the layout changes.
+const boxLayers = new WeakMap();
+const boxObserver = new ResizeObserver((entries) => {
+  for (const { target } of entries) {
+    const images = target instanceof HTMLImageElement ? [target] : target.querySelectorAll("img");
+    for (const img of images) if (boxLayers.has(img)) placeLayer(img);
+  }
+});
+
+/** Where an <img> shows its picture, in pixels of its offset parent (object-fit centred, the default position). */
+function pictureRect(img) {
+  const [width, height] = [img.clientWidth, img.clientHeight];
+  const [natural, naturalHeight] = [img.naturalWidth, img.naturalHeight];
+  if (!width || !height || !natural || !naturalHeight) return null;
+  const fit = getComputedStyle(img).objectFit;
+  const scales = {
+    contain: Math.min(width / natural, height / naturalHeight),
+    cover: Math.max(width / natural, height / naturalHeight),
+    "scale-down": Math.min(1, width / natural, height / naturalHeight),
+    none: 1,
+  };
+  const shown = fit in scales ? [natural * scales[fit], naturalHeight * scales[fit]] : [width, height];
+  return {
+    left: img.offsetLeft + img.clientLeft + (width - shown[0]) / 2,
+    top: img.offsetTop + img.clientTop + (height - shown[1]) / 2,
+    width: shown[0],
+    height: shown[1],
+  };
+}
+
+function placeLayer(img) {
+  const layer = boxLayers.get(img);
+  const rect = layer.dataset.box && !img.hidden && img.getAttribute("src") ? pictureRect(img) : null;
+  layer.hidden = !rect;
+  if (!rect) return;
+  layer.style.left = `${rect.left}px`;
+  layer.style.top = `${rect.top}px`;
+  layer.style.width = `${rect.width}px`;
+  layer.style.height = `${rect.height}px`;
+}
+
+/** Outline `box` ([x0, y0, x1, y1], fractions of the picture's width and height) over `img`; null removes it. */
+function showBox(img, box, title = "") {
+  let layer = boxLayers.get(img);
+  if (!layer) {
+    if (!box) return;
+    layer = document.createElement("span");
+    layer.className = "match-layer";
+    layer.hidden = true;
+    layer.append(Object.assign(document.createElement("span"), { className: "match-box" }));
+    img.after(layer);
+    boxLayers.set(img, layer);
+    img.addEventListener("load", () => placeLayer(img));
+    boxObserver.observe(img);
+    boxObserver.observe(img.parentElement);
+  }
+  const outline = layer.firstElementChild;
+  if (box) {
+    const [x0, y0, x1, y1] = box.map((value) => Math.min(1, Math.max(0, Number(value) || 0)));
+    outline.style.left = `${x0 * 100}%`;
+    outline.style.top = `${y0 * 100}%`;
+    outline.style.width = `${Math.max(0, x1 - x0) * 100}%`;
+    outline.style.height = `${Math.max(0, y1 - y0) * 100}%`;
+    outline.title = title;
+    layer.dataset.box = "1";
+  } else {
+    delete layer.dataset.box;
+  }
+  placeLayer(img);
+  // Text changed with the box (a caption) can move the image without resizing it or its container.
+  requestAnimationFrame(() => placeLayer(img));
+}
+
+function percent(share) {
+  const value = Math.round(Number(share) * 100);
+  return value === 0 && share > 0 ? "under 1%" : `${value}%`;
+}
+
+const corners = (match) => `${match.inliers} corner${match.inliers === 1 ? "" : "s"} agree${match.inliers === 1 ? "s" : ""}`;
+
+/** A search hit's match in words: "matches 97% of this image, 42% of the query; 57 corners agree". */
+function matchText(match) {
+  return `matches ${percent(match.target_overlap)} of this image, ${percent(match.query_overlap)} of the query; ${corners(match)}`;
+}
+
+/** Outline on the query preview the part that matches result `index` (-1: none), and mark that result. */
+function showQueryBox(index) {
+  const hit = state.hits[index];
+  const preview = $("query-preview");
+  const box = hit && hit.match && !preview.hidden ? hit.match.query_box : null;
+  [...$("results").children].forEach((item, i) => item.classList.toggle("boxed", Boolean(box) && i === index));
+  $("query-match").textContent = box ? `Outlined: the part that matches result ${index + 1}` : "";
+  $("query-match").hidden = !box;
+  showBox(preview, box, box ? `The part of the query that matches result ${index + 1}` : "");
+}
+
 function renderResults(hits, described, options) {
   const list = $("results");
   list.replaceChildren();
+  state.hits = hits;
   const template = $("result-template");
   hits.forEach((hit, index) => {
     const item = template.content.firstElementChild.cloneNode(true);
@@ -463,33 +576,69 @@ function renderResults(hits, described, options) {
     name.textContent = shortName(hit.url);
     name.title = hit.url;
     const thumb = item.querySelector(".thumb");
-    thumb.setAttribute("aria-label", `Result ${index + 1}, similarity ${hit.similarity.toFixed(1)}: details`);
+    item.querySelector(".flag").hidden = !hit.flipped;
+    const mirrored = hit.flipped ? ", mirrored" : "";
+    thumb.setAttribute("aria-label", `Result ${index + 1}, similarity ${hit.similarity.toFixed(1)}${mirrored}: details`);
     thumb.addEventListener("click", () => openDetails(hit));
+    if (hit.match) {
+      // The whole picture, not a square crop of it, so that the box shows where the query lies in it.
+      thumb.classList.add("fit");
+      showBox(img, hit.match.target_box, "Where the query is in this image");
+      const text = item.querySelector(".match-text");
+      text.textContent = matchText(hit.match);
+      text.hidden = false;
+      for (const type of ["focus", "mouseenter"]) thumb.addEventListener(type, () => showQueryBox(index));
+    }
     item.querySelector(".again").addEventListener("click", () => act(() => search({ url: hit.url })));
     list.append(item);
   });
+  showQueryBox(hits.findIndex((hit) => hit.match));
   const floor = options.min_similarity > 0 ? ` at least ${options.min_similarity} similar` : "";
   $("results-status").textContent = hits.length
     ? `${hits.length} result${hits.length === 1 ? "" : "s"}${floor} for ${described} in ${state.model}, best first.`
     : `No stored image${floor} matches ${described} in ${state.model}.`;
 }
 
-function openDetails(hit) {
+const metadataText = (metadata) =>
+  metadata && Object.keys(metadata).length ? JSON.stringify(metadata, null, 2) : "No metadata.";
+
+/**
+ * The dialog of a stored image: `hit` is a search hit, or {url, similarity} where the metadata is not
+ * known yet (a duplicate), then read from a search by the url. `score` replaces the similarity line.
+ */
+function openDetails(hit, { score } = {}) {
   const dialog = $("details");
   const img = $("details-img");
   img.classList.remove("broken");
   img.src = hit.url;
   $("details-title").textContent = shortName(hit.url);
-  $("details-score").textContent = `Similarity ${hit.similarity.toFixed(2)} / 100`;
+  $("details-score").textContent = score || `Similarity ${hit.similarity.toFixed(2)} / 100`;
+  $("details-mirrored").hidden = !hit.flipped;
+  const match = $("details-match");
+  match.textContent = hit.match ? `M${matchText(hit.match).slice(1)}. The outline shows where.` : "";
+  match.hidden = !hit.match;
+  showBox(img, hit.match ? hit.match.target_box : null, "Where the query is in this image");
   const link = $("details-url");
   link.href = hit.url;
   link.textContent = hit.url;
-  const metadata = hit.metadata || {};
-  $("details-metadata").textContent = Object.keys(metadata).length
-    ? JSON.stringify(metadata, null, 2)
-    : "No metadata.";
   state.detailsUrl = hit.url;
+  if (hit.metadata === undefined) storedMetadata(hit.url);
+  else $("details-metadata").textContent = metadataText(hit.metadata);
   dialog.showModal();
+}
+
+/** The metadata of a stored url, shown in the open dialog: the API answers it with search hits only. */
+async function storedMetadata(url) {
+  const pre = $("details-metadata");
+  pre.textContent = "Loading…";
+  try {
+    const hits = await api(modelPath("search"), { method: "POST", json: { url, limit: 10 } });
+    if (state.detailsUrl !== url) return;
+    const own = hits.find((hit) => hit.url === url);
+    pre.textContent = own ? metadataText(own.metadata) : "Not found: the image may have been removed.";
+  } catch (error) {
+    if (state.detailsUrl === url) pre.textContent = `Cannot read the metadata: ${error.message}`;
+  }
 }
 
 function setupDetails() {
@@ -498,6 +647,7 @@ function setupDetails() {
   $("details-search").addEventListener("click", () => {
     $("details").close();
     const url = state.detailsUrl;
+    if (currentTab() !== "search") showTab("search");
     act(() => search({ url }));
   });
 }
@@ -673,16 +823,21 @@ function updateBulkHint() {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function addChunk(chunk) {
+/** `call()`, tried again a few times while the server answers 503 (no worker can take more right now). */
+async function retryBusy(call, stopped) {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await api(modelPath("add_bulk"), { method: "POST", json: chunk.map((url) => ({ url })) });
+      return await call();
     } catch (error) {
-      // 503: no worker can take more right now; wait and retry a few times.
-      if (!(error instanceof ApiError && error.status === 503) || attempt >= 4 || state.bulkStop) throw error;
+      if (!(error instanceof ApiError && error.status === 503) || attempt >= 4 || stopped()) throw error;
       await sleep(5000);
     }
   }
+}
+
+function addChunk(chunk) {
+  const json = chunk.map((url) => ({ url }));
+  return retryBusy(() => api(modelPath("add_bulk"), { method: "POST", json }), () => state.bulkStop);
 }
 
 async function addBulk(button) {
@@ -812,6 +967,11 @@ async function compareSide(side) {
   return url ? { url } : null;
 }
 
+function clearCompare() {
+  $("compare-score").hidden = true;
+  for (const side of ["a", "b"]) showBox($(`compare-${side}-img`), null);
+}
+
 async function compare(button) {
   const [first, second] = [await compareSide("a"), await compareSide("b")];
   if (!first || !second) throw new Error("Give both images: a URL or a file for each.");
@@ -819,12 +979,23 @@ async function compare(button) {
   for (const side of ["a", "b"]) {
     if (!compareFiles[side]) previewCompare($(`compare-${side}`), $(`compare-${side}-img`));
   }
-  $("compare-score").hidden = true;
-  const body = { url: first.url, image: first.image, other: second.url, other_image: second.image };
-  const value = await busy(button, () => api(modelPath("compare"), { method: "POST", json: body }));
-  $("compare-value").textContent = Number(value).toFixed(1);
-  $("compare-meter").value = Number(value);
+  clearCompare();
+  const body = { url: first.url, image: first.image, other: second.url, other_image: second.image, details: true };
+  if ($("compare-flip").checked) body.flip = true;
+  const answer = await busy(button, () => api(modelPath("compare"), { method: "POST", json: body }));
+  const value = Number(answer.similarity);
+  $("compare-value").textContent = value.toFixed(1);
+  $("compare-meter").value = value;
   $("compare-label").textContent = `${similarityWords(value)} (${state.model})`;
+  $("compare-mirrored").hidden = !answer.flipped;
+  const match = answer.match;
+  $("compare-match").textContent = match
+    ? `The outlines show the same picture: ${percent(match.query_overlap)} of the first image, ` +
+      `${percent(match.target_overlap)} of the second; ${corners(match)}.`
+    : "";
+  $("compare-match").hidden = !match;
+  showBox($("compare-a-img"), match ? match.query_box : null, "The part of the first image that matches");
+  showBox($("compare-b-img"), match ? match.target_box : null, "Where the first image is in this one");
   $("compare-score").hidden = false;
 }
 
@@ -839,7 +1010,7 @@ function setupCompare() {
     });
     input.addEventListener("change", () => previewCompare(input, img));
     input.addEventListener("input", () => {
-      $("compare-score").hidden = true;
+      clearCompare();
       if (compareFiles[side]) {
         compareFiles[side] = null;
         chooser.value = "";
@@ -847,7 +1018,7 @@ function setupCompare() {
     });
     chooser.addEventListener("change", () => {
       const file = chooser.files && chooser.files[0];
-      $("compare-score").hidden = true;
+      clearCompare();
       if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
       compareFiles[side] = file || null;
       if (!file) return previewCompare(input, img);
@@ -857,9 +1028,136 @@ function setupCompare() {
       img.hidden = false;
     });
   }
+  $("compare-flip").addEventListener("change", clearCompare);
   $("compare-form").addEventListener("submit", (event) => {
     event.preventDefault();
     act(() => compare($("compare-button")));
+  });
+}
+
+// ---------------------------------------------------------------- duplicates
+
+/** Forget the last walk's groups; a walk still running (for another model) stops showing its pages. */
+function resetDuplicates() {
+  state.dup.walk += 1;
+  state.dup.stop = true;
+  $("dup-groups").replaceChildren();
+  $("dup-progress-box").hidden = true;
+  $("dup-stop").hidden = true;
+  $("dup-status").textContent = "";
+}
+
+/** The minimum similarity typed, undefined when empty (the model's default). */
+function dupMinimum() {
+  const input = $("dup-min");
+  const text = input.value.trim();
+  const value = Number(text);
+  const valid = !input.validity.badInput && (!text || (Number.isFinite(value) && value >= 0 && value <= 100));
+  input.setAttribute("aria-invalid", String(!valid));
+  if (!valid) {
+    input.focus();
+    throw new Error("The minimum similarity must be a number from 0 to 100, or empty for the model's default.");
+  }
+  return text ? value : undefined;
+}
+
+function renderGroup(group, number) {
+  const item = $("group-template").content.firstElementChild.cloneNode(true);
+  const size = group.urls.length;
+  item.querySelector(".group-title").textContent = `Group ${number}: ${size} images`;
+  const row = item.querySelector(".dup-row");
+  group.urls.forEach((url, index) => {
+    const member = $("member-template").content.firstElementChild.cloneNode(true);
+    const first = index === 0;
+    // The similarity of each member to the group's first url (row 0 of the pairwise matrix).
+    const similarity = first ? 100 : Number(group.similarity?.[0]?.[index]);
+    member.dataset.url = url;
+    member.dataset.similarity = String(similarity);
+    const img = member.querySelector("img");
+    img.alt = `Group ${number}, image ${index + 1}: ${shortName(url)}`;
+    thumbnail(img, url);
+    const badge = member.querySelector(".badge");
+    badge.textContent = first ? "first" : similarity.toFixed(1);
+    badge.classList.add(first ? "s-first" : scoreClass(similarity));
+    badge.title = first ? "The group's first image" : "Similarity to the group's first image, 0 to 100";
+    const name = member.querySelector(".name");
+    name.textContent = shortName(url);
+    name.title = url;
+    const score = first
+      ? "The group's first image"
+      : `Similarity ${similarity.toFixed(2)} / 100 to the group's first image`;
+    const thumb = member.querySelector(".thumb");
+    thumb.setAttribute("aria-label", `Group ${number}, image ${index + 1} of ${size}: ${score.toLowerCase()}; details`);
+    thumb.addEventListener("click", () => openDetails({ url, similarity }, { score }));
+    row.append(member);
+  });
+  return item;
+}
+
+async function findDuplicates(button) {
+  if (!state.model) throw new Error("No model is ready.");
+  const minimum = dupMinimum();
+  const model = state.model;
+  const path = (op) => `models/${encodeURIComponent(model)}/${op}`;
+  const walk = ++state.dup.walk;
+  const current = () => walk === state.dup.walk;
+  state.dup.stop = false;
+  const list = $("dup-groups");
+  list.replaceChildren();
+  $("dup-status").textContent = "";
+  const progress = $("dup-progress");
+  let [total, examined, groups, cursor] = [0, 0, 0, null];
+  const show = (final) => {
+    total = Math.max(total, examined); // images added meanwhile
+    progress.max = Math.max(total, 1);
+    progress.value = examined;
+    const counted = `${examined.toLocaleString()} of ${total.toLocaleString()} stored image${total === 1 ? "" : "s"}`;
+    const found = `${groups} group${groups === 1 ? "" : "s"} of copies`;
+    $("dup-progress-label").textContent = final
+      ? `${final} ${counted} examined in ${model}; ${found}.`
+      : `Examining ${model}… ${counted}; ${found} so far.`;
+  };
+  await busy(button, async () => {
+    $("dup-stop").hidden = false;
+    try {
+      total = await api(path("count"));
+      if (!current()) return;
+      $("dup-progress-box").hidden = false;
+      show();
+      do {
+        const body = { cursor, limit: Number($("dup-form").dataset.page) || DUP_PAGE };
+        if (minimum !== undefined) body.min_similarity = minimum;
+        const page = await retryBusy(
+          () => api(path("duplicates"), { method: "POST", json: body }),
+          () => state.dup.stop,
+        );
+        if (!current()) return;
+        for (const group of page.groups) list.append(renderGroup(group, ++groups));
+        examined += page.examined;
+        cursor = page.cursor;
+        show();
+      } while (cursor !== null && !state.dup.stop);
+      show(cursor === null ? "Done:" : "Stopped:");
+      if (total === 0) $("dup-status").textContent = `Nothing is stored in ${model} yet: add images first.`;
+      else if (!groups) $("dup-status").textContent = `No copies found among the images examined in ${model}.`;
+    } catch (error) {
+      if (current()) show("Interrupted:");
+      throw error;
+    } finally {
+      if (current()) $("dup-stop").hidden = true;
+    }
+  });
+}
+
+function setupDuplicates() {
+  $("dup-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    act(() => findDuplicates($("dup-button")));
+  });
+  $("dup-min").addEventListener("input", () => $("dup-min").removeAttribute("aria-invalid"));
+  $("dup-stop").addEventListener("click", () => {
+    state.dup.stop = true;
+    $("dup-progress-label").textContent = "Stopping after this page…";
   });
 }
 
@@ -969,6 +1267,7 @@ function start() {
   setupSearch();
   setupAdd();
   setupCompare();
+  setupDuplicates();
   setupBrowse();
   setupDetails();
   $("model").addEventListener("change", (event) => setModel(event.target.value));
