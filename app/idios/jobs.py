@@ -300,8 +300,9 @@ class JobRunner:
         else:
             found: dict[str, dict[str, Any]] = {}
             for query, flipped in queries:
-                for hit in await self._search_one(model, query, limit=args.limit + args.offset, filter=filter):
-                    hit["flipped"] = flipped
+                for hit in await self._search_one(
+                    model, query, limit=args.limit + args.offset, filter=filter, flipped=flipped
+                ):
                     if hit["url"] not in found or hit["similarity"] > found[hit["url"]]["similarity"]:
                         found[hit["url"]] = hit
             ranked = sorted(found.values(), key=lambda hit: -hit["similarity"])
@@ -309,8 +310,9 @@ class JobRunner:
         return [hit for hit in hits if hit["similarity"] >= args.min_similarity]
 
     async def _search_one(
-        self, model: EmbeddingModel, query: Any, *, limit: int, offset: int = 0, filter: str = ""
+        self, model: EmbeddingModel, query: Any, *, limit: int, offset: int = 0, filter: str = "", flipped: bool = False
     ) -> list[dict[str, Any]]:
+        """Hits of one query; `flipped`: the query is the mirrored image (its match boxes are mirrored back)."""
         spec = model.spec
         if spec.vector_kind == "keypoints":
             copies = await self.compute.store_call(
@@ -321,14 +323,14 @@ class JobRunner:
                     "url": copy.url,
                     "metadata": copy.metadata,
                     "similarity": spec.similarity(copy.match.inliers),
-                    "flipped": False,
-                    "match": copy.match.to_public(),
+                    "flipped": flipped,
+                    "match": (copy.match.mirrored() if flipped else copy.match).to_public(),
                 }
                 for copy in copies[offset:]
             ]
         hits = await self.compute.store_call(self.store.search, spec, query, limit=limit, offset=offset, filter=filter)
         return [
-            {"url": hit.url, "metadata": hit.metadata, "similarity": spec.similarity(hit.score), "flipped": False}
+            {"url": hit.url, "metadata": hit.metadata, "similarity": spec.similarity(hit.score), "flipped": flipped}
             for hit in hits
         ]
 
@@ -347,7 +349,7 @@ class JobRunner:
                 best = (found, flipped)
         assert best is not None
         comparison, flipped = best
-        match = comparison.match.to_public() if comparison.match else None
+        match = comparison.match and (comparison.match.mirrored() if flipped else comparison.match).to_public()
         return {"similarity": comparison.similarity, "match": match, "flipped": flipped}
 
     async def duplicates(self, job: Job[DuplicatesArgs]) -> dict[str, Any]:

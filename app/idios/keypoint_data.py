@@ -58,6 +58,12 @@ class Match:
             "inliers": self.inliers,
         }
 
+    def mirrored(self) -> Match:
+        """The same match, found with the query mirrored left to right, in the query's own coordinates."""
+        x0, y0, x1, y1 = self.query_box
+        box = (round(1 - x1, 4), y0, round(1 - x0, 4), y1)
+        return Match(self.inliers, box, self.target_box, self.query_overlap, self.target_overlap)
+
     def swapped(self) -> Match:
         """The same match seen from the other image."""
         return Match(self.inliers, self.target_box, self.query_box, self.target_overlap, self.query_overlap)

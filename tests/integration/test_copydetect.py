@@ -203,3 +203,19 @@ async def test_duplicates_groups_the_copies_once(
     finally:
         for url in urls:
             await app.client.post(f"{MODEL}/remove", json={"url": url})
+
+
+async def test_a_mirrored_match_says_where_it_lies_in_the_query_as_sent(
+    app: InProcess, originals: dict[str, str]
+) -> None:
+    """The query is the astronaut mirrored and pasted into the right half of a white picture: found by its
+    mirror, the box in the query is still on the right, where the picture lies in what was sent."""
+    canvas = Image.new("RGB", (1000, 500), (255, 255, 255))
+    canvas.paste(ImageOps.mirror(photo("astronaut")).resize((400, 400)), (550, 50))
+    where = (0.55, 0.1, 0.95, 0.9)
+    hits = await search(app, image=upload(canvas), limit=1, flip=True)
+    assert hits[0]["url"] == originals["astronaut"] and hits[0]["flipped"] is True, hits
+    assert iou(hits[0]["match"]["query_box"], where) > 0.9, hits[0]["match"]
+    body = {"image": upload(canvas), "other": originals["astronaut"], "flip": True, "details": True}
+    found = (await app.client.post(f"{MODEL}/compare", json=body)).json()
+    assert found["flipped"] is True and iou(found["match"]["query_box"], where) > 0.9, found
