@@ -12,16 +12,19 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
+from PIL import Image
+from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, Request, Route, expect, sync_playwright
 
 from idios.auth import hash_key
 
 from tests.support.imageserver import ImageServer
-from tests.support.photos import PHOTO_NAMES, jpeg
+from tests.support.photos import PHOTO_NAMES, encode, jpeg, photo
 from tests.support.stacks import IMAGE_HOST, Stack, start_serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIT = "/models/vit_b32"
+COPY = "/models/copydetect"
+MODELS = ("vit_b32", "phash", "copydetect")
 TIMEOUT_MS = 90_000
 API_KEY = "gui-secret-key"
 NARROW = {"width": 375, "height": 812}
@@ -42,7 +45,7 @@ def shots(artifacts: Path) -> Path:
 def serve(milvus_uri: str, images: ImageServer, artifacts: Path) -> Iterator[Stack]:
     log_dir = artifacts / "test_gui"
     log_dir.mkdir(exist_ok=True)
-    stack = start_serve(milvus_uri, log_dir)
+    stack = start_serve(milvus_uri, log_dir, models=MODELS, IDIOS_MODELS=",".join(MODELS))
     yield stack
     stack.stop()
     for process in stack.processes:
@@ -118,9 +121,9 @@ def photos(serve: Stack, images: ImageServer) -> dict[str, str]:
     return urls
 
 
-def add_by_api(stack: Stack, items: list[dict]) -> None:
+def add_by_api(stack: Stack, items: list[dict], model: str = VIT) -> None:
     with stack.client() as client:
-        result = client.post(f"{VIT}/add_bulk", json=items).json()
+        result = client.post(f"{model}/add_bulk", json=items).json()
     assert not result["failed"], result
 
 
@@ -430,6 +433,272 @@ def test_keyboard_moves_between_tabs(gui: Gui) -> None:
     chooser.value.set_files(files=[{"name": "coins.jpg", "mimeType": "image/jpeg", "buffer": jpeg("coins")}])
     # coins.jpg, or a copy of it stored by another test
     expect(page.locator("#results .result").first).to_have_attribute("data-url", re.compile(r"/coins(_small)?\.\w+"))
+
+
+# ---------------------------------------------------------------- copy detection
+
+
+@pytest.fixture(scope="module")
+def copies(serve: Stack, images: ImageServer) -> dict[str, str]:
+    """Every test photo stored in copydetect, and a smaller copy of the coffee photo: name -> url."""
+    urls = {name: images.url(f"/{name}.jpg") for name in PHOTO_NAMES}
+    urls["coffee_small"] = images.url("/coffee_small.jpg")
+    add_by_api(
+        serve, [{"url": url, "metadata": {"name": name.removesuffix("_small")}} for name, url in urls.items()], COPY
+    )
+    return urls
+
+
+def cropped(name: str, region: tuple[float, float, float, float]) -> tuple[Image.Image, list[float]]:
+    """The part of a photo within `region` (fractions of its width and height), and the region as cut."""
+    picture = photo(name)
+    box = [round(share * side) for share, side in zip(region, picture.size * 2, strict=True)]
+    return picture.crop(tuple(box)), [edge / side for edge, side in zip(box, picture.size * 2, strict=True)]
+
+
+def picture_rect(img: Locator) -> tuple[float, float, float, float]:
+    """Where an <img> shows its picture on the page, x, y, width and height: a contained picture is
+    letterboxed within the element (the box of an element without object-fit is its picture)."""
+    frame = img.bounding_box()
+    assert frame, "the image is not displayed"
+    width, height, fit = img.evaluate("img => [img.naturalWidth, img.naturalHeight, getComputedStyle(img).objectFit]")
+    assert fit in ("contain", "fill"), f"a {fit} picture is cropped: the box cannot show the whole match"
+    if fit == "fill":
+        return frame["x"], frame["y"], frame["width"], frame["height"]
+    scale = min(frame["width"] / width, frame["height"] / height)
+    shown = (width * scale, height * scale)
+    return frame["x"] + (frame["width"] - shown[0]) / 2, frame["y"] + (frame["height"] - shown[1]) / 2, *shown
+
+
+def outline_on(outline: Locator, img: Locator) -> list[float]:
+    """The outline's x0, y0, x1, y1 as fractions of the picture shown by `img`."""
+    img.evaluate("img => img.decode()")
+    expect(outline).to_be_visible()
+    x, y, width, height = picture_rect(img)
+    box = outline.bounding_box()
+    assert box
+    return [
+        (box["x"] - x) / width,
+        (box["y"] - y) / height,
+        (box["x"] + box["width"] - x) / width,
+        (box["y"] + box["height"] - y) / height,
+    ]
+
+
+def assert_near(found: list[float], expected: list[float], tolerance: float = 0.05) -> None:
+    assert all(abs(a - b) <= tolerance for a, b in zip(found, expected, strict=True)), (found, expected)
+
+
+def upload(page: Page, image: Image.Image, name: str) -> None:
+    page.locator("#search-file").set_input_files(
+        files=[{"name": name, "mimeType": "image/jpeg", "buffer": encode(image)}]
+    )
+
+
+def test_copydetect_search_draws_where_a_crop_lies(gui: Gui, copies: dict[str, str], shots: Path) -> None:
+    page = gui.open()
+    page.locator("#model").select_option("copydetect")
+    # Wider than tall, in a square thumbnail: the picture is letterboxed and the box must follow it.
+    crop, region = cropped("coffee", (0.1, 0.3, 0.6, 0.95))
+    page.locator("#min-similarity").fill("39")  # below 6 agreeing corners a hit is not a copy
+    upload(page, crop, "coffee-crop.jpg")
+    first = page.locator("#results .result").first
+    expect(first).to_have_attribute("data-url", re.compile(r"/coffee(_small)?\.jpg$"))
+    assert {url for url, _ in results(page)} == {copies["coffee"], copies["coffee_small"]}
+
+    # The box over the thumbnail is where the crop was cut from; the details say how much matches.
+    assert_near(outline_on(first.locator(".match-box"), first.locator("img")), region)
+    share = round((region[2] - region[0]) * (region[3] - region[1]) * 100)
+    text = first.locator(".match-text")
+    expect(text).to_contain_text(re.compile(r"matches \d+% of this image, 100% of the query; \d+ corners agree"))
+    assert abs(int(re.search(r"matches (\d+)%", text.inner_text())[1]) - share) <= 5, text.inner_text()
+    expect(first.locator(".flag")).to_be_hidden()
+
+    # The query preview outlines the part of the query that matches the result in focus: all of a crop.
+    expect(page.locator("#query-match")).to_have_text("Outlined: the part that matches result 1")
+    preview = page.locator("#query-preview")
+    query_box = page.locator("#dropzone .match-box")
+    assert_near(outline_on(query_box, preview), [0, 0, 1, 1])
+    for img in page.locator("#results .result img").all():
+        img.evaluate("img => img.decode()")
+    page.evaluate("() => document.activeElement.blur()")  # no focus ring on the slider in the picture
+    page.screenshot(path=shots / "copydetect.png")  # doc/gui-copydetect.png
+    second = page.locator("#results .result").nth(1)
+    second.locator(".thumb").focus()
+    expect(page.locator("#query-match")).to_have_text("Outlined: the part that matches result 2")
+    expect(second).to_have_class(re.compile(r"\bboxed\b"))
+    expect(first).not_to_have_class(re.compile(r"\bboxed\b"))
+
+    # The details draw the box too.
+    page.keyboard.press("Enter")
+    expect(page.locator("#details-match")).to_contain_text("of the query")
+    assert_near(outline_on(page.locator("#details .match-box"), page.locator("#details-img")), region)
+    page.screenshot(path=shots / "copydetect-details.png")
+    page.keyboard.press("Escape")
+
+    # On a phone, the boxes stay on the pictures.
+    page.set_viewport_size(NARROW)
+    no_horizontal_scroll(page, "copydetect results")
+    assert_near(outline_on(first.locator(".match-box"), first.locator("img")), region)
+    page.screenshot(path=shots / "phone-copydetect.png", full_page=True)
+
+
+def test_flip_finds_mirrored_copies(gui: Gui, copies: dict[str, str], images: ImageServer, shots: Path) -> None:
+    mirrored = cropped("chelsea", (0.4, 0.2, 0.95, 0.9))[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    page = gui.open()
+    page.locator("#model").select_option("copydetect")
+    status = page.locator("#results-status")
+
+    upload(page, mirrored, "mirrored.jpg")
+    expect(status).to_contain_text(re.compile("best first|No stored image"))
+    assert copies["chelsea"] not in [url for url, similarity in results(page) if similarity >= 39], results(page)
+    expect(page.locator("#results .flag:visible")).to_have_count(0)
+
+    # With the option, the upload finds the original, mirrored...
+    page.locator("#panel-search").get_by_label("Also find mirrored copies").check()
+    upload(page, mirrored, "mirrored.jpg")
+    expect(status).to_contain_text("“mirrored.jpg” and its mirror")
+    first = page.locator("#results .result").first
+    expect(first).to_have_attribute("data-url", copies["chelsea"])
+    expect(first.locator(".flag")).to_have_text("mirrored")
+    expect(first.locator(".thumb")).to_have_attribute("aria-label", re.compile("mirrored"))
+    expect(first.locator(".match-box")).to_be_visible()
+    page.screenshot(path=shots / "copydetect-mirrored.png", full_page=True)
+
+    # ... and a search by url sends "flip": true.
+    url = images.add("/gui-mirrored-chelsea.jpg", encode(mirrored))
+    with page.expect_request(lambda request: request.url.endswith("/copydetect/search")) as sent:
+        page.locator("#search-url").fill(url)
+        page.locator("#search-url").press("Enter")
+    assert sent.value.post_data_json["flip"] is True
+    expect(status).to_contain_text("the image at this URL and its mirror")
+    expect(first).to_have_attribute("data-url", copies["chelsea"])
+    expect(first.locator(".flag")).to_be_visible()
+
+    # A text has no mirror: a text search leaves the option out (vit_b32 has a text tower).
+    page.locator("#model").select_option("vit_b32")
+    page.locator("#search-text").fill("a cat")
+    with page.expect_request(lambda request: request.url.endswith("/vit_b32/search")) as sent:
+        page.locator("#search-text-form button").click()
+    assert "flip" not in sent.value.post_data_json
+    expect(status).to_contain_text("“a cat” in vit_b32")
+    expect(status).not_to_contain_text("mirror")
+
+
+def test_compare_with_details_draws_both_boxes(gui: Gui, images: ImageServer, shots: Path) -> None:
+    # The astronaut pasted into a wider white picture, at a known place.
+    canvas = Image.new("RGB", (1000, 500), "white")
+    canvas.paste(photo("astronaut").resize((400, 400)), (500, 50))
+    pasted = [0.5, 0.1, 0.9, 0.9]
+    first = images.add("/gui-pasted.jpg", encode(canvas))
+    mirrored = images.add("/gui-pasted-mirrored.jpg", encode(canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    page = gui.open("compare")
+    page.locator("#model").select_option("copydetect")
+    page.locator("#compare-a").fill(first)
+    page.locator("#compare-b").fill(images.url("/astronaut.jpg"))
+    with page.expect_request(lambda request: request.url.endswith("/compare")) as sent:
+        page.locator("#compare-button").click()
+    assert sent.value.post_data_json["details"] is True and "flip" not in sent.value.post_data_json
+    expect(page.locator("#compare-value")).to_have_text(re.compile(r"^(99|100)\.\d$"))
+    expect(page.locator("#compare-match")).to_contain_text(re.compile(r"3\d% of the first image, 100% of the second"))
+    expect(page.locator("#compare-mirrored")).to_be_hidden()
+    boxes = {side: page.locator(f"#compare-{side}-img + .match-layer .match-box") for side in ("a", "b")}
+    assert_near(outline_on(boxes["a"], page.locator("#compare-a-img")), pasted)
+    assert_near(outline_on(boxes["b"], page.locator("#compare-b-img")), [0, 0, 1, 1])
+    page.screenshot(path=shots / "compare-copydetect.png", full_page=True)
+
+    # Another image hides the boxes until compared again; mirrored, it matches with the flip option only.
+    page.locator("#compare-a").fill(mirrored)
+    expect(boxes["a"]).to_be_hidden()
+    expect(boxes["b"]).to_be_hidden()
+    page.locator("#compare-button").click()
+    expect(page.locator("#compare-score")).to_be_visible()
+    assert float(page.locator("#compare-value").inner_text()) < 39
+    page.locator("#panel-compare").get_by_label("Also find mirrored copies").check()
+    with page.expect_request(lambda request: request.url.endswith("/compare")) as sent:
+        page.locator("#compare-button").click()
+    assert sent.value.post_data_json["flip"] is True
+    expect(page.locator("#compare-value")).to_have_text(re.compile(r"^(99|100)\.\d$"))
+    expect(page.locator("#compare-mirrored")).to_have_text("mirrored")
+    expect(boxes["a"]).to_be_visible()
+    expect(boxes["b"]).to_be_visible()
+    page.screenshot(path=shots / "compare-mirrored.png", full_page=True)
+
+
+def test_duplicates_walk_lists_the_groups(gui: Gui, serve: Stack, copies: dict[str, str], shots: Path) -> None:
+    with serve.client() as client:
+        count = client.get(f"{COPY}/count").json()
+    page = gui.open("duplicates")
+    page.locator("#model").select_option("copydetect")
+    label = page.locator("#dup-progress-label")
+    page.locator("#dup-min").fill("150")
+    page.get_by_role("button", name="Find duplicates").click()
+    expect(page.get_by_role("alert")).to_contain_text("from 0 to 100")
+    expect(page.locator("#dup-min")).to_have_attribute("aria-invalid", "true")
+    page.locator("#dup-min").fill("")
+
+    # Three urls a page: a walk stopped after its second page.
+    page.locator("#dup-form").evaluate("form => { form.dataset.page = '3'; }")
+    held: list[Route] = []
+    pattern = "**/models/copydetect/duplicates"
+    sent: list[dict] = []
+
+    def hold_after_first(route: Route) -> None:
+        sent.append(route.request.post_data_json)
+        if len(sent) == 1:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(pattern, hold_after_first)
+    page.get_by_role("button", name="Find duplicates").click()
+    expect(label).to_have_text(f"Examining copydetect… 3 of {count} stored images; 0 groups of copies so far.")
+    expect(page.locator("#dup-button")).to_be_disabled()
+    page.get_by_role("button", name="Stop").click()
+    expect(label).to_have_text("Stopping after this page…")
+    while not held:
+        page.wait_for_timeout(50)
+    held[0].continue_()
+    page.unroute(pattern)
+    expect(label).to_contain_text(f"Stopped: 6 of {count} stored images examined in copydetect")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    assert sent[0] == {"cursor": None, "limit": 3} and sent[1]["cursor"] and "min_similarity" not in sent[1]
+
+    # The whole walk, a page of 100 urls at a time.
+    page.locator("#dup-form").evaluate("form => { delete form.dataset.page; }")
+    page.get_by_role("button", name="Find duplicates").click()
+    expect(label).to_contain_text(re.compile(rf"^Done: {count} of {count} stored images examined in copydetect"))
+    assert page.locator("#dup-progress").evaluate("bar => bar.value === bar.max")
+    group = page.locator("#dup-groups .dup-group").filter(has=page.locator(f'[data-url="{copies["coffee"]}"]'))
+    expect(group.locator(".group-title")).to_have_text(re.compile(r"^Group \d+: 2 images$"))
+    members = group.locator(".dup-member")
+    expect(members).to_have_count(2)
+    assert members.evaluate_all("items => items.map(item => item.dataset.url)") == [
+        copies["coffee"],
+        copies["coffee_small"],
+    ]
+    expect(members.first.locator(".badge")).to_have_text("first")
+    expect(members.nth(1).locator(".badge")).to_have_text(re.compile(r"^\d{2,3}\.\d$"))
+    assert float(members.nth(1).locator(".badge").inner_text()) >= 39
+    for img in page.locator("#dup-groups img").all():
+        img.evaluate("img => img.decode()")
+    page.screenshot(path=shots / "duplicates.png")  # doc/gui-duplicates.png
+
+    # A member opens like a search result: its metadata, then a search with it.
+    members.nth(1).locator(".thumb").click()
+    details = page.locator("#details")
+    expect(details).to_be_visible()
+    expect(page.locator("#details-score")).to_contain_text("to the group's first image")
+    expect(page.locator("#details-metadata")).to_contain_text('"name": "coffee"')
+    page.screenshot(path=shots / "duplicates-details.png")
+    details.get_by_role("button", name="Search with this").click()
+    expect(page.locator("#panel-search")).to_be_visible()
+    expect(page.locator("#results .result").first).to_have_attribute("data-url", re.compile(r"/coffee(_small)?\.jpg$"))
+
+    gui.tab("duplicates")
+    page.set_viewport_size(NARROW)
+    no_horizontal_scroll(page, "duplicates")
+    page.screenshot(path=shots / "phone-duplicates.png", full_page=True)
 
 
 @pytest.fixture(scope="module")

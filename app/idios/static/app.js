@@ -1,4 +1,5 @@
-// The Idios web page: search, add, compare, find duplicates and browse through the HTTP API of the server that serves it.
+// The Idios web page: search, add, compare, find duplicates and browse through the HTTP API of the server
+// that serves it.
 // Plain modules, no dependencies, no inline code (the page runs under a strict Content-Security-Policy).
 
 const KEY_STORAGE = "idios.apiKey";
@@ -502,7 +503,7 @@ function placeLayer(img) {
 }
 
 /** Outline `box` ([x0, y0, x1, y1], fractions of the picture's width and height) over `img`; null removes it. */
-function showBox(img, box, title = "") {
+function showBox(img, box) {
   let layer = boxLayers.get(img);
   if (!layer) {
     if (!box) return;
@@ -523,7 +524,6 @@ function showBox(img, box, title = "") {
     outline.style.top = `${y0 * 100}%`;
     outline.style.width = `${Math.max(0, x1 - x0) * 100}%`;
     outline.style.height = `${Math.max(0, y1 - y0) * 100}%`;
-    outline.title = title;
     layer.dataset.box = "1";
   } else {
     delete layer.dataset.box;
@@ -538,11 +538,12 @@ function percent(share) {
   return value === 0 && share > 0 ? "under 1%" : `${value}%`;
 }
 
-const corners = (match) => `${match.inliers} corner${match.inliers === 1 ? "" : "s"} agree${match.inliers === 1 ? "s" : ""}`;
+const corners = (match) => (match.inliers === 1 ? "1 corner agrees" : `${match.inliers} corners agree`);
 
 /** A search hit's match in words: "matches 97% of this image, 42% of the query; 57 corners agree". */
 function matchText(match) {
-  return `matches ${percent(match.target_overlap)} of this image, ${percent(match.query_overlap)} of the query; ${corners(match)}`;
+  const shares = `${percent(match.target_overlap)} of this image, ${percent(match.query_overlap)} of the query`;
+  return `matches ${shares}; ${corners(match)}`;
 }
 
 /** Outline on the query preview the part that matches result `index` (-1: none), and mark that result. */
@@ -553,7 +554,7 @@ function showQueryBox(index) {
   [...$("results").children].forEach((item, i) => item.classList.toggle("boxed", Boolean(box) && i === index));
   $("query-match").textContent = box ? `Outlined: the part that matches result ${index + 1}` : "";
   $("query-match").hidden = !box;
-  showBox(preview, box, box ? `The part of the query that matches result ${index + 1}` : "");
+  showBox(preview, box);
 }
 
 function renderResults(hits, described, options) {
@@ -578,12 +579,13 @@ function renderResults(hits, described, options) {
     const thumb = item.querySelector(".thumb");
     item.querySelector(".flag").hidden = !hit.flipped;
     const mirrored = hit.flipped ? ", mirrored" : "";
-    thumb.setAttribute("aria-label", `Result ${index + 1}, similarity ${hit.similarity.toFixed(1)}${mirrored}: details`);
+    const label = `Result ${index + 1}, similarity ${hit.similarity.toFixed(1)}${mirrored}: details`;
+    thumb.setAttribute("aria-label", label);
     thumb.addEventListener("click", () => openDetails(hit));
     if (hit.match) {
       // The whole picture, not a square crop of it, so that the box shows where the query lies in it.
       thumb.classList.add("fit");
-      showBox(img, hit.match.target_box, "Where the query is in this image");
+      showBox(img, hit.match.target_box);
       const text = item.querySelector(".match-text");
       text.textContent = matchText(hit.match);
       text.hidden = false;
@@ -615,9 +617,10 @@ function openDetails(hit, { score } = {}) {
   $("details-score").textContent = score || `Similarity ${hit.similarity.toFixed(2)} / 100`;
   $("details-mirrored").hidden = !hit.flipped;
   const match = $("details-match");
-  match.textContent = hit.match ? `M${matchText(hit.match).slice(1)}. The outline shows where.` : "";
+  const text = hit.match ? matchText(hit.match) : "";
+  match.textContent = text && `${text[0].toUpperCase()}${text.slice(1)}. The outline shows where.`;
   match.hidden = !hit.match;
-  showBox(img, hit.match ? hit.match.target_box : null, "Where the query is in this image");
+  showBox(img, hit.match ? hit.match.target_box : null);
   const link = $("details-url");
   link.href = hit.url;
   link.textContent = hit.url;
@@ -994,8 +997,8 @@ async function compare(button) {
       `${percent(match.target_overlap)} of the second; ${corners(match)}.`
     : "";
   $("compare-match").hidden = !match;
-  showBox($("compare-a-img"), match ? match.query_box : null, "The part of the first image that matches");
-  showBox($("compare-b-img"), match ? match.target_box : null, "Where the first image is in this one");
+  showBox($("compare-a-img"), match ? match.query_box : null);
+  showBox($("compare-b-img"), match ? match.target_box : null);
   $("compare-score").hidden = false;
 }
 
@@ -1087,7 +1090,8 @@ function renderGroup(group, number) {
       ? "The group's first image"
       : `Similarity ${similarity.toFixed(2)} / 100 to the group's first image`;
     const thumb = member.querySelector(".thumb");
-    thumb.setAttribute("aria-label", `Group ${number}, image ${index + 1} of ${size}: ${score.toLowerCase()}; details`);
+    const label = `Group ${number}, image ${index + 1} of ${size}: ${score.toLowerCase()}; details`;
+    thumb.setAttribute("aria-label", label);
     thumb.addEventListener("click", () => openDetails({ url, similarity }, { score }));
     row.append(member);
   });
