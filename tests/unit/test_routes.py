@@ -22,6 +22,7 @@ from idios.protocol import (
     CompareArgs,
     CountArgs,
     DumpArgs,
+    DuplicatesArgs,
     Job,
     PingArgs,
     RemoveArgs,
@@ -70,6 +71,22 @@ ROUTES = [
     ),
     ("POST", "/models/phash/urls", {"cursor": URL, "limit": 5}, UrlsArgs(cursor=URL, limit=5), 7, False),
     ("POST", "/models/phash/dump", {"limit": 5}, DumpArgs(limit=5), 70, False),
+    (
+        "POST",
+        "/models/phash/duplicates",
+        {"limit": 5},
+        DuplicatesArgs(limit=5, min_similarity=PHASH.copy_similarity),
+        70,
+        True,
+    ),
+    (
+        "POST",
+        "/models/copydetect/duplicates",
+        {"cursor": URL, "min_similarity": 60, "max_group": 3},
+        DuplicatesArgs(cursor=URL, min_similarity=60, max_group=3),
+        70,
+        True,
+    ),
     ("GET", "/models/phash/count", None, CountArgs(), 7, False),
     ("POST", "/models/phash/remove", {"url": URL}, RemoveArgs(url=URL), 7, False),
 ]
@@ -79,7 +96,13 @@ ROUTES = [
 def test_each_route_sends_its_typed_job(
     method: str, path: str, body: Any, args: Any, timeout: float, admit: bool
 ) -> None:
-    answers = {"search": [], "urls": [], "dump": [], "compare": {"similarity": 0.0, "match": None, "flipped": False}}
+    answers = {
+        "search": [],
+        "urls": [],
+        "dump": [],
+        "compare": {"similarity": 0.0, "match": None, "flipped": False},
+        "duplicates": {"groups": [], "cursor": None, "examined": 0},
+    }
     transport = FakeTransport(lambda job: answers.get(job.op, 0))
     response = call(transport, method, path, json=body)
     assert response.status_code in (200, 204), response.text

@@ -488,7 +488,8 @@ async def duplicates(spec: SpecDep, jobs: JobsDep, body: DuplicatesRequest | Non
     page = body or DuplicatesRequest()
     minimum = spec.copy_similarity if page.min_similarity is None else page.min_similarity
     args = DuplicatesArgs(cursor=page.cursor, limit=page.limit, min_similarity=minimum, max_group=page.max_group)
-    return DuplicatesPage.model_validate(await jobs.run(args, spec, bulk=True))
+    # Admitted like an add (503 when the ingestion queue is full): a page is seconds of a worker's time.
+    return DuplicatesPage.model_validate(await jobs.run(args, spec, bulk=True, admit=True))
 
 
 @model_router.get("/count", dependencies=READ, responses=AUTH_ERRORS, summary="Number of stored images")
