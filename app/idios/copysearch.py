@@ -17,8 +17,11 @@ from idios.keypoint_data import Keypoints, Match
 from idios.specs import ModelSpec
 from idios.store import Store
 
-# Each query corner's nearest stored corners that vote, within this many bits of 256 (unrelated
-# ORB descriptors differ in about 128), found by probing this many lists of the inverted file.
+# The first corners of each analysis of the query (a spread subset: `keypoints._spread`) vote: each
+# finds its nearest stored corners within this many bits of 256 (unrelated ORB descriptors differ in
+# about 128), probing this many lists of the inverted file. All the query's corners take part in the
+# check of the candidates.
+VOTERS = 512
 NEIGHBOURS = 4
 PROBES = 8
 VOTE_DISTANCE = 64
@@ -42,11 +45,12 @@ class CopyHit:
 def search(store: Store, spec: ModelSpec, query: list[Keypoints], *, count: int, filter: str = "") -> list[CopyHit]:
     """Up to `count` stored images sharing a picture with the query (its analyses), most agreeing
     pairs first; those whose metadata fails `filter` are left out."""
-    if not any(len(analysis) for analysis in query):
+    voters = [_voters(analysis) for analysis in query]
+    if not any(len(analysis) for analysis in voters):
         return []
-    descriptors = np.concatenate([analysis.descriptors for analysis in query])
+    descriptors = np.concatenate([analysis.descriptors for analysis in voters])
     near = store.nearest_corners(spec, descriptors, neighbours=NEIGHBOURS, probes=PROBES, within=VOTE_DISTANCE)
-    ranked = rank(query, near)[: min(max(count, MIN_CHECKED), MAX_CHECKED)]
+    ranked = rank(voters, near)[: min(max(count, MIN_CHECKED), MAX_CHECKED)]
     found = store.candidates(spec, ranked, filter)
     hits = []
     for image in ranked:
@@ -57,6 +61,10 @@ def search(store: Store, spec: ModelSpec, query: list[Keypoints], *, count: int,
                 hits.append(CopyHit(url=row.url, metadata=row.metadata, match=match))
     hits.sort(key=lambda hit: (-hit.match.inliers, hit.url))
     return hits[:count]
+
+
+def _voters(analysis: Keypoints) -> Keypoints:
+    return Keypoints(analysis.points[:VOTERS], analysis.descriptors[:VOTERS], analysis.width, analysis.height)
 
 
 def rank(query: list[Keypoints], near: Neighbours) -> list[int]:

@@ -34,11 +34,17 @@ SPREAD_GRID = 8
 # and within this many bits of 256.
 RATIO = 0.85
 MAX_DISTANCE = 80
-# A query is analysed at several sides, and its best placement counts: a crop shows its part of the
-# picture larger than the original did (a 12% crop, 2.9 times), a screenshot smaller, and ORB's own
-# scales (8 levels, 1.2 apart) span 3.6 times. Queries are not stored, so they keep more corners.
-QUERY_SIDES = (256, 512, 1024)
-QUERY_POINTS = 512
+# A query is analysed at several sides (and keeps up to so many corners at each), and its best
+# placement counts: a crop shows its part of the picture larger than the original did (a 12% crop,
+# 2.9 times), a screenshot smaller, and ORB's own scales (8 levels, 1.2 apart) span 3.6 times.
+# Queries are not stored, so they keep more corners, the more the larger the side: a picture pasted
+# into a screenshot holds a tenth of it, and its share of 2,048 corners finds more than twice the
+# agreeing pairs its share of 512 does. The spread order (`_spread`) makes the first corners of an
+# analysis a spread subset of it (what `idios.copysearch` searches Milvus with).
+QUERY_ANALYSES = ((256, 512), (512, 1024), (1024, 2048))
+# An analysis that would enlarge the query more than this is left out (but for the first): a small
+# crop enlarged 4 times only blurs, and its corners cost a search.
+MAX_ENLARGEMENT = 2.5
 # A pair agrees with a placement when each point lands within this many pixels of the other, mapped
 # either way.
 AGREEMENT_PX = 4.0
@@ -66,8 +72,10 @@ def extract(image: Image, max_points: int, side: int = ANALYSED_SIDE) -> Keypoin
 
 
 def extract_query(image: Image) -> list[Keypoints]:
-    """The query's corners at each of `QUERY_SIDES`."""
-    return [extract(image, QUERY_POINTS, side) for side in QUERY_SIDES]
+    """The query's corners at each side of `QUERY_ANALYSES` that enlarges it at most `MAX_ENLARGEMENT` times."""
+    largest = max(image.size) * MAX_ENLARGEMENT
+    chosen = [(side, points) for side, points in QUERY_ANALYSES if side <= largest] or [QUERY_ANALYSES[0]]
+    return [extract(image, points, side) for side, points in chosen]
 
 
 def best_match(query: list[Keypoints], target: Keypoints) -> Match | None:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 # The shorter side a query's JPEG is decoded down to at least: its longer side then reaches the
-# largest analysis (1024, `keypoints.QUERY_SIDES`) for pictures of 4:3.
+# largest analysis (1024, `keypoints.QUERY_ANALYSES`) for pictures of 4:3.
 QUERY_DECODE_SIDE = 768
 
 
