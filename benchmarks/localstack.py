@@ -19,8 +19,11 @@ AMQP_URL = os.environ.get("IDIOS_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:
 class LocalStack:
     """`processes` maps a component name (serve, api, worker1, ...) to its running process."""
 
-    def __init__(self, milvus_uri: str, log_dir: Path, *, workers: int, models: str = "vit_b32") -> None:
-        """workers=0 runs `idios serve` (API and worker in one process, no broker)."""
+    def __init__(
+        self, milvus_uri: str, log_dir: Path, *, workers: int, models: str = "vit_b32", prefix: str | None = None
+    ) -> None:
+        """workers=0 runs `idios serve` (API and worker in one process, no broker); `prefix` names the
+        collections (default: new ones)."""
         tag = uuid.uuid4().hex[:8]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -29,7 +32,7 @@ class LocalStack:
         self.env = {
             "IDIOS_WEIGHTS": "random",
             "IDIOS_MILVUS_URI": milvus_uri,
-            "IDIOS_COLLECTION_PREFIX": f"bench{tag}_",
+            "IDIOS_COLLECTION_PREFIX": prefix or f"bench{tag}_",
             "IDIOS_QUEUE_PREFIX": f"bench-{tag}",
             "IDIOS_AMQP_URL": AMQP_URL,
             "IDIOS_URL_ALLOW_NETWORKS": f"{IMAGE_HOST}/32",
