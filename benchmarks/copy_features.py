@@ -32,21 +32,33 @@ APP = ROOT / "app" / "idios"
 _loaded: dict[str, Any] = {}
 
 
-def _hash(paths: list[Path]) -> str:
+def _hash(parts: list[str | bytes]) -> str:
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.read_bytes())
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
     return digest.hexdigest()[:12]
 
 
 def _jpeg_directory() -> Path:
-    return CACHE / f"jpeg-{_hash([ROOT / 'benchmarks' / 'copies.py'])}"
+    return CACHE / f"jpeg-{_hash([(ROOT / 'benchmarks' / 'copies.py').read_bytes()])}"
 
 
-def _vector_directory(model: str) -> Path:
-    sources = [ROOT / "benchmarks" / "copies.py", APP / "decoding.py", APP / "specs.py", APP / "keypoints.py"]
-    sources += [APP / "keypoint_data.py", *sorted((APP / "models").glob("*.py"))]
-    return CACHE / f"{model}-{_hash(sources)}"
+def vector_directory(model: str) -> Path:
+    """Where a model's vectors are kept: keyed by what they depend on, the generator, the decoder and
+    the code that computes them (for copydetect, the extraction and the stored form, not the search)."""
+    import inspect
+
+    from idios import keypoint_data, keypoints
+    from idios.models import copydetect
+
+    parts: list[str | bytes] = [(ROOT / "benchmarks" / "copies.py").read_bytes(), (APP / "decoding.py").read_bytes()]
+    if model == "copydetect":
+        functions = (keypoints.extract, keypoints._spread, keypoint_data.pack, copydetect.CopyDetect)
+        parts += [inspect.getsource(function) for function in functions]
+        parts.append(repr((keypoints.SPREAD_GRID, keypoints.MIN_ANALYSED_SIDE, keypoint_data.STORED_POINTS)))
+    else:
+        parts += [path.read_bytes() for path in sorted((APP / "models").glob("*.py")) if path.stem != "copydetect"]
+    return CACHE / f"{model}-{_hash(parts)}"
 
 
 def jpeg_chunk(start: int) -> list[bytes]:
@@ -80,20 +92,37 @@ def model(name: str) -> Any:
     return _loaded[name]
 
 
-def stored_rows(name: str, vectors: list[Any]) -> np.ndarray:
-    """Stored-form vectors as one array: float32 rows, packed bits, or padded keypoints (`keypoint_data.to_row`)."""
-    from idios import keypoint_data
+def save_vectors(path: Path, name: str, vectors: list[Any], kinds: np.ndarray) -> None:
+    """The stored-form vectors of a chunk: float32 rows or packed bits as one array, keypoints (bytes
+    of different lengths) as their concatenation and lengths."""
     from idios.specs import SPECS
 
     kind = SPECS[name].vector_kind
+    arrays: dict[str, np.ndarray] = {"kinds": kinds}
     if kind == "keypoints":
-        return np.array([keypoint_data.to_row(bytes(vector)) for vector in vectors])
-    if kind == "binary":
-        return np.frombuffer(b"".join(bytes(vector) for vector in vectors), dtype=np.uint8).reshape(len(vectors), -1)
-    return np.asarray(vectors, dtype=np.float32)
+        arrays["data"] = np.frombuffer(b"".join(bytes(vector) for vector in vectors), dtype=np.uint8)
+        arrays["sizes"] = np.array([len(vector) for vector in vectors])
+    elif kind == "binary":
+        arrays["vectors"] = np.frombuffer(b"".join(bytes(vector) for vector in vectors), dtype=np.uint8).reshape(
+            len(vectors), -1
+        )
+    else:
+        arrays["vectors"] = np.asarray(vectors, dtype=np.float32)
+    part = path.with_suffix(".part.npz")
+    np.savez(part, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as savez(allow_pickle=...)
+    part.replace(path)
 
 
-def _compute(name: str, start: int) -> Path:
+def load_vectors(path: Path) -> tuple[list[Any], np.ndarray]:
+    """The stored-form vectors of a chunk (`save_vectors`), one per distractor, and their kinds."""
+    stored = np.load(path)
+    if "data" in stored:
+        data, ends = stored["data"].tobytes(), np.cumsum(stored["sizes"])
+        return [data[end - size : end] for size, end in zip(stored["sizes"], ends, strict=True)], stored["kinds"]
+    return list(stored["vectors"]), stored["kinds"]
+
+
+def _compute(name: str, start: int, directory: Path) -> Path:
     from idios.decoding import decode_opened, open_image
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -102,11 +131,8 @@ def _compute(name: str, start: int) -> Path:
         decode_opened(open_image(data, settings, embedder.decode_side(False)), settings) for data in jpeg_chunk(start)
     ]
     vectors = [vector for first in range(0, CHUNK, 16) for vector in embedder.embed_images(images[first : first + 16])]
-    path = _vector_directory(name) / f"{start:07d}.npz"
-    part = path.with_suffix(".part.npz")
-    kinds = np.array([distractor_kind(index) for index in range(start, start + CHUNK)])
-    np.savez(part, vectors=stored_rows(name, vectors), kinds=kinds)
-    part.replace(path)
+    path = directory / f"{start:07d}.npz"
+    save_vectors(path, name, vectors, np.array([distractor_kind(index) for index in range(start, start + CHUNK)]))
     return path
 
 
@@ -117,7 +143,7 @@ def _jpegs(start: int) -> int:
 def chunks(name: str, count: int, *, processes: int = 2, log: Callable[[str], None] = print) -> Iterator[Path]:
     """The file of each chunk of the first `count` distractors' stored vectors for model `name`
     ({vectors, kinds}), computing the missing ones first."""
-    directory = _vector_directory(name)
+    directory = vector_directory(name)  # once, here: the processes compute into it whatever changes meanwhile
     directory.mkdir(parents=True, exist_ok=True)
     starts = range(0, count, CHUNK)
     missing = [start for start in starts if not (directory / f"{start:07d}.npz").exists()]
@@ -125,7 +151,7 @@ def chunks(name: str, count: int, *, processes: int = 2, log: Callable[[str], No
         log(f"{name}: computing the stored vectors of {len(missing) * CHUNK:,} distractors in {processes} processes")
         model(name)  # a model's first load may prepare files (ONNX graphs) the processes then share
         with ProcessPoolExecutor(max_workers=processes) as pool:
-            for done, _ in enumerate(pool.map(_compute, [name] * len(missing), missing), 1):
+            for done, _ in enumerate(pool.map(_compute, [name] * len(missing), missing, [directory] * len(missing)), 1):
                 if done % 10 == 0 or done == len(missing):
                     log(f"  {done * CHUNK:,} of {len(missing) * CHUNK:,}")
     for start in starts:

@@ -91,8 +91,7 @@ def restore_distractors(client: httpx.Client, model: str, count: int) -> float:
         pending = []
         for chunk, path in enumerate(copy_features.chunks(model, count, log=log)):
             start = chunk * copy_features.CHUNK
-            arrays = np.load(path)
-            vectors, kinds = arrays["vectors"], arrays["kinds"]
+            vectors, kinds = copy_features.load_vectors(path)
             rows = [
                 {"url": distractor_url(start + i), "metadata": {"kind": str(kinds[i])}, "embedding": spec.to_public(v)}
                 for i, v in enumerate(vectors[: count - start])

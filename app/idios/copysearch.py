@@ -33,6 +33,8 @@ PLACED = 48
 # most MAX_CHECKED (each check reads 256 corners and takes a few milliseconds).
 MIN_CHECKED = 8
 MAX_CHECKED = 100
+# A picture stored under many urls has the same corners under each: the vote's nearest corners are a
+# few of them, always the same few. Every url with the keypoints of a hit is a hit too (`Store.twins`).
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,20 @@ def search(store: Store, spec: ModelSpec, query: list[Keypoints], *, count: int,
     near = store.nearest_corners(spec, descriptors, neighbours=NEIGHBOURS, probes=PROBES, within=VOTE_DISTANCE)
     ranked = rank(voters, near)[: min(max(count, MIN_CHECKED), MAX_CHECKED)]
     found = store.candidates(spec, ranked, filter)
-    hits = []
+    hits: list[CopyHit] = []
+    matches: dict[int, Match] = {}  # the first match of each fingerprint
     for image in ranked:
         if image in found:
             row, target = found[image]
             match = keypoints.best_match(query, target)
             if match is not None:
                 hits.append(CopyHit(url=row.url, metadata=row.metadata, match=match))
+                matches.setdefault(row.fingerprint, match)
+    seen = {hit.url for hit in hits}
+    for twin in store.twins(spec, list(matches), count + len(hits), filter):
+        if twin.url not in seen:
+            hits.append(CopyHit(url=twin.url, metadata=twin.metadata, match=matches[twin.fingerprint]))
+            seen.add(twin.url)
     hits.sort(key=lambda hit: (-hit.match.inliers, hit.url))
     return hits[:count]
 

@@ -5,10 +5,11 @@ Milvus finds each query corner's nearest stored corners (BIN_IVF_FLAT on Hamming
 how candidates are found among millions of corners. The image rows themselves (url, metadata, the
 analysed size and the count of corners) live in the model's url-keyed collection (`idios.store`).
 
-An image's corners are written before its row and removed after it: a search meets corners without
-a row (an add or a remove under way, or one a crash interrupted) and skips them, but never a row
-whose corners are missing. A url written again replaces its corners (their keys come from the url),
-and once its row is written, the keys past its new count are deleted (`trim`).
+Each write of an image stores its corners under a new image id, before the row that names that id;
+the corners of the id the row named before are deleted after it, and a remove deletes the row before
+its corners (`idios.store`). So a row never names corners that are not stored: a search meets
+corners without a row (a write or a remove under way, or one that failed or was cut short) and skips
+them.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class CornerStore:
     # writes
 
     def write(self, images: list[int], keypoints: list[Keypoints]) -> None:
-        """Store each image's corners over those it had; then `trim` what is left of them."""
+        """Store the corners of each image, under its id."""
         ids = _keys(images, [len(k) for k in keypoints])
         if not len(ids):
             return
@@ -111,15 +112,10 @@ class CornerStore:
             ]
             self.client.upsert(self.name, rows)
 
-    def trim(self, images: list[int], counts: list[int]) -> None:
-        """Delete the corners each image's earlier writes left past its new count."""
-        stale = _keys(images, [STORED_POINTS] * len(images), start=counts)
-        for chunk in _chunks(stale, READ_KEYS):
+    def delete(self, images: list[int]) -> None:
+        """Delete every corner of these images."""
+        for chunk in _chunks(_keys(images, [STORED_POINTS] * len(images)), READ_KEYS):
             self.client.delete(self.name, ids=chunk.tolist())
-
-    def remove(self, image: int) -> None:
-        first = image << CORNER_BITS
-        self.client.delete(self.name, filter=f"id >= {first} and id < {first + STORED_POINTS}")
 
     # reads
 
@@ -183,10 +179,9 @@ class CornerStore:
         return corners
 
 
-def _keys(images: list[int], ends: list[int], start: list[int] | None = None) -> np.ndarray:
-    """The keys of corners `start[i]` (0 by default) to `ends[i] - 1` of each image `images[i]`."""
-    starts = start if start is not None else [0] * len(images)
-    parts = [keypoint_data.corner_ids(*numbers) for numbers in zip(images, ends, starts, strict=True)]
+def _keys(images: list[int], counts: list[int]) -> np.ndarray:
+    """The keys of the first `counts[i]` corners of each image `images[i]`."""
+    parts = [keypoint_data.corner_ids(image, count) for image, count in zip(images, counts, strict=True)]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 

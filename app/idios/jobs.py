@@ -13,6 +13,7 @@ import base64
 import binascii
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,6 +56,10 @@ log = logging.getLogger("idios.jobs")
 
 Handler = Callable[[Job[Any]], Awaitable[Any]]
 
+# A duplicates page stops this many seconds (or a tenth of its time, if less) before its deadline,
+# to answer with the urls it examined.
+DUPLICATES_MARGIN = 5.0
+
 
 class Fetcher(Protocol):
     """Downloads an image's bytes (`idios.images.ImageFetcher`), raising IdiosError when it cannot."""
@@ -82,6 +87,7 @@ class JobRunner:
         self.models = LoadedModels(settings, store)
         self.compute = Compute(settings)
         self.adds_in_flight = 0
+        self.walks_in_flight = 0  # duplicates pages under way
         self.expired = 0
         self._new_urls = KeyedLocks()
         self._adds: MicroBatcher[PendingAdd, Reply] = MicroBatcher(
@@ -245,23 +251,24 @@ class JobRunner:
     async def _embed_and_store(
         self, model: EmbeddingModel, batch: list[PendingAdd], images: dict[int, Image]
     ) -> dict[str, Reply]:
-        """One forward pass and one write; the failure of each url the store refused to take.
+        """One forward pass and one write; the failure of each url the model or the store refused.
 
         A write the store refuses (a row it will not take: a url or metadata over its limits, which
         a job from another release or a forged one can carry) is tried again row by row, so only
         the adds whose rows it refuses fail, not every add that shared their batch."""
-        vectors = await self.compute.embed(model, list(images.values()))
+        vectors, refused = await self._embed(model, batch, images)
         rows = {}
-        for i, vector in zip(images, vectors, strict=True):
+        for i, vector in vectors.items():
             args = batch[i].args
             rows[args.url] = {"url": args.url, "vector": vector, "metadata": args.metadata}
+        if not rows:
+            return refused
         try:
             await self.compute.store_call(self.store.upsert, model.spec, list(rows.values()))
-            return {}
+            return refused
         except Invalid:
             if len(rows) == 1:
                 raise
-        refused: dict[str, Reply] = {}
         for url, row in rows.items():
             try:
                 await self.compute.store_call(self.store.upsert, model.spec, [row])
@@ -269,10 +276,35 @@ class JobRunner:
                 refused[url] = failed(exc)
         return refused
 
+    async def _embed(
+        self, model: EmbeddingModel, batch: list[PendingAdd], images: dict[int, Image]
+    ) -> tuple[dict[int, Any], dict[str, Reply]]:
+        """The vector of each image, in one forward pass; where that fails, a pass per image, so an
+        image the model cannot take fails alone (with its own error) rather than with its batch."""
+        try:
+            return dict(zip(images, await self.compute.embed(model, list(images.values())), strict=True)), {}
+        except Exception:
+            if len(images) == 1:
+                raise
+        vectors: dict[int, Any] = {}
+        refused: dict[str, Reply] = {}
+        for i, image in images.items():
+            try:
+                vectors[i] = (await self.compute.embed(model, [image]))[0]
+            except IdiosError as exc:
+                refused[batch[i].args.url] = failed(exc)
+            except Exception as exc:
+                log.exception("model %s failed on %s", model.spec.name, batch[i].args.url)
+                refused[batch[i].args.url] = failed(IdiosError(f"internal error ({type(exc).__name__})", status=500))
+        return vectors, refused
+
     async def restore(self, job: Job[RestoreArgs]) -> int:
         model = self.models.get(job.model)
         args = job.args
-        columns = Columns(urls=args.urls, vectors=unpack_array(args.vectors), metadata=args.metadata)
+        # A keypoints model's rows travel as the base64 strings the client sent, checked again here.
+        keypoints = model.spec.vector_kind == "keypoints"
+        vectors = model.spec.from_public(list(args.vectors)) if keypoints else unpack_array(args.vectors)
+        columns = Columns(urls=args.urls, vectors=vectors, metadata=args.metadata)
         try:
             await self.compute.store_call(self.store.upsert_columns, model.spec, columns)
         except ValueError as exc:  # columns of different lengths, or vectors of another width
@@ -353,32 +385,71 @@ class JobRunner:
         return {"similarity": comparison.similarity, "match": match, "flipped": flipped}
 
     async def duplicates(self, job: Job[DuplicatesArgs]) -> dict[str, Any]:
-        """{groups, cursor, examined}: each url of the page with its copies, as a group {urls, similarity} (the
-        urls in url order, the similarity of every pair as a matrix), reported at the group's first
-        url only, so a walk reports a group of copies once; `cursor` is the last url examined (where
+        """{groups, cursor, examined}: each url of the page with its copies (those its stored vector
+        finds, `min_similarity` and up), as a group {urls, similarity} (the urls in url order, the
+        similarity of every pair as a matrix). A group is reported at its first url: at a url with
+        copies before it in url order, only when none of those found it (a copy found one way only:
+        a small crop finds its original, not the other way). `cursor` is the last url examined (where
         the next page starts), None at the end. The page stops early where more groups would not fit
-        in one message (`idios.pages`)."""
+        in one message (`idios.pages`), or when the job's deadline nears (its searches are what take
+        the time: the next page goes on from there)."""
         model = self.models.get(job.model)
         spec, args = model.spec, job.args
         rows = await self.compute.store_call(self.store.page, spec, args.cursor, args.limit, with_data=False)
         urls = [row["url"] for row in rows]
         stored = await self.compute.store_call(self.store.vectors, spec, urls, strong=True)
         budget, size = pages.budget(self.settings.max_message_bytes), pages.ENVELOPE + 64
+        stop = job.deadline - min(DUPLICATES_MARGIN, job.timeout / 10)
+        found: dict[str, set[str]] = {}  # each url searched: its copies
         groups: list[dict[str, Any]] = []
         cursor, examined = args.cursor, 0
-        for url in urls:
-            if url in stored:
-                hits = await self._search_one(model, model.stored_query(stored[url]), limit=args.max_group)
-                copies = {hit["url"] for hit in hits if hit["similarity"] >= args.min_similarity} - {url}
-                if copies and url < min(copies):
+        self.walks_in_flight += 1
+        try:
+            for url in urls:
+                if examined and time.time() > stop:
+                    break
+                copies = await self._copies(model, url, stored, found, args)
+                if copies and not await self._found_before(model, url, copies, stored, found, args):
                     group = await self._group(model, sorted({url, *copies}), stored)
                     size += len(orjson.dumps(group)) + 1
                     if groups and size > budget:
                         break  # this url starts the next page
                     groups.append(group)
-            cursor, examined = url, examined + 1
+                cursor, examined = url, examined + 1
+        finally:
+            self.walks_in_flight -= 1
         done = len(rows) < args.limit and examined == len(urls)
         return {"groups": groups, "cursor": None if done else cursor, "examined": examined}
+
+    async def _copies(
+        self, model: EmbeddingModel, url: str, stored: dict[str, Any], found: dict[str, set[str]], args: DuplicatesArgs
+    ) -> set[str]:
+        """The urls a stored url's vector finds at `min_similarity` and up, itself left out (once per page)."""
+        if url not in found:
+            if url not in stored:  # a url of an earlier page, or removed meanwhile
+                stored.update(await self.compute.store_call(self.store.vectors, model.spec, [url], strong=True))
+            hits = (
+                await self._search_one(model, model.stored_query(stored[url]), limit=args.max_group)
+                if url in stored
+                else []
+            )
+            found[url] = {hit["url"] for hit in hits if hit["similarity"] >= args.min_similarity} - {url}
+        return found[url]
+
+    async def _found_before(
+        self,
+        model: EmbeddingModel,
+        url: str,
+        copies: set[str],
+        stored: dict[str, Any],
+        found: dict[str, set[str]],
+        args: DuplicatesArgs,
+    ) -> bool:
+        """Whether a copy before `url` in url order finds it: then the group at that copy has it."""
+        for copy in sorted(copy for copy in copies if copy < url):
+            if url in await self._copies(model, copy, stored, found, args):
+                return True
+        return False
 
     async def _group(self, model: EmbeddingModel, urls: list[str], known: dict[str, Any]) -> dict[str, Any]:
         """The group's urls and the similarity of each pair of them, from their stored vectors."""

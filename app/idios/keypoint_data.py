@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,12 +79,12 @@ def similarity(inliers: int) -> float:
 # The stored form of an image's keypoints: the analysed width, height and the count of corners
 # (three little-endian 16-bit integers), then each corner's x and y in hundredths of a pixel of the
 # analysed image (16 bits each, so sides up to 655 pixels) and its 32-byte descriptor. 256 corners:
-# 9,222 bytes. A batch of them travels as a 2-D array of rows of ROW_BYTES, each zero-padded.
+# 9,222 bytes (MAX_BYTES). A batch of them is a 1-D array of objects, each one's bytes.
 _HEADER = np.dtype([("width", "<u2"), ("height", "<u2"), ("count", "<u2")])
 _CORNER = np.dtype([("x", "<u2"), ("y", "<u2"), ("descriptor", "u1", (DESCRIPTOR_BYTES,))])
 HUNDREDTHS = 100
 MAX_SIDE = 65535 // HUNDREDTHS
-ROW_BYTES = _HEADER.itemsize + STORED_POINTS * _CORNER.itemsize
+MAX_BYTES = _HEADER.itemsize + STORED_POINTS * _CORNER.itemsize
 
 
 def pack(keypoints: Keypoints) -> bytes:
@@ -130,35 +131,29 @@ def _size(keypoints: Keypoints) -> np.ndarray:
     return np.array([keypoints.width, keypoints.height], dtype=np.float64)
 
 
-def to_row(packed: bytes) -> np.ndarray:
-    """The stored form as a row of ROW_BYTES (zero-padded), as a batch carries it."""
-    row = np.zeros(ROW_BYTES, dtype=np.uint8)
-    row[: len(packed)] = np.frombuffer(packed, dtype=np.uint8)
-    return row
+def batch(packed: list[bytes]) -> np.ndarray:
+    """Stored forms as a batch: a 1-D array of objects (numpy would make equal-length bytes a 2-D array)."""
+    rows = np.empty(len(packed), dtype=object)
+    rows[:] = packed
+    return rows
 
 
-def from_row(row: np.ndarray | bytes) -> bytes:
-    """The stored form held in a padded row (`to_row`), checked (`unpack`); ValueError otherwise."""
-    data = bytes(row)
-    count = _header(data)[2]
-    length = _HEADER.itemsize + count * _CORNER.itemsize
-    if len(data) < length or any(data[length:]):
-        raise ValueError(f"a row of keypoints of {count} corners holds {len(data)} bytes that are not all theirs")
-    packed = data[:length]
-    unpack(packed)
-    return packed
-
-
-# The store keys each corner by its image's id and its index among the image's corners (8 bits):
-# the id is 55 bits of a hash of the url, so an image's corners are found from its url alone, a url
-# written again replaces its own corners, and every key is a positive 64-bit integer.
+# The store keys each corner by its image's id and its index among the image's corners (8 bits).
+# The id is 55 random bits drawn for each write of an image: a url written again gets new corners
+# beside its old ones, which go only once its row points at the new ones (`idios.store`), and every
+# key is a positive 64-bit integer.
 CORNER_BITS = 8
 IMAGE_BITS = 63 - CORNER_BITS
 
 
-def image_id(url: str) -> int:
-    digest = hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> (64 - IMAGE_BITS)
+def new_image_id() -> int:
+    return secrets.randbits(IMAGE_BITS)
+
+
+def fingerprint(packed: bytes) -> int:
+    """63 bits of a hash of an image's stored keypoints: images stored with the same keypoints (one
+    picture under several urls) have the same, so a search finds all of them (`idios.copysearch`)."""
+    return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "big") >> 1
 
 
 def corner_ids(image: int, count: int, start: int = 0) -> np.ndarray:

@@ -48,6 +48,9 @@ MAX_ENLARGEMENT = 2.5
 # A pair agrees with a placement when each point lands within this many pixels of the other, mapped
 # either way.
 AGREEMENT_PX = 4.0
+# An analysed image with a shorter side than a corner's patch (31 pixels) has no corners: a long
+# strip, for one (ORB's own pyramid fails on a side of a pixel or two).
+MIN_ANALYSED_SIDE = 32
 # A placement scaling one image by less than this (or more than its inverse) is degenerate: it
 # crowds every point into a few pixels, where unrelated pairs "agree".
 MIN_SCALE = 0.05
@@ -60,6 +63,8 @@ def extract(image: Image, max_points: int, side: int = ANALYSED_SIDE) -> Keypoin
     height, width = grey.shape
     scale = side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if min(size) < MIN_ANALYSED_SIDE:  # a strip: no room for a corner's patch (and ORB's pyramid fails)
+        return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8), *size)
     grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     orb = cv2.ORB.create(nfeatures=4 * max_points, edgeThreshold=15, patchSize=31, fastThreshold=10)
     found, descriptors = orb.detectAndCompute(grey, None)

@@ -75,7 +75,8 @@ class AddArgs(JobArgs):
 
 class RestoreArgs(JobArgs):
     """Rows the API validated and normalised (`ModelSpec.from_public`), as columns: the vectors as
-    one array, packed by `idios.wire` when the job goes through a broker."""
+    one array, packed by `idios.wire` when the job goes through a broker; a keypoints model's as the
+    list of base64 strings the client sent."""
 
     op = "restore"
     lane = "ingest"

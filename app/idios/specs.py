@@ -52,7 +52,7 @@ class ModelSpec:
         writes it with its comma (12.4 bytes on average for unit vectors), a bit and its comma, or
         the base64 of a keypoints row."""
         if self.vector_kind == "keypoints":
-            return 4 * (keypoint_data.ROW_BYTES + 2) // 3 + 2
+            return 4 * (keypoint_data.MAX_BYTES + 2) // 3 + 2
         return self.dim * (13 if self.vector_kind == "float" else 2)
 
     def to_public(self, vector: Any) -> np.ndarray | list[int] | str:
@@ -60,7 +60,7 @@ class ModelSpec:
         each as short as float32 allows), one 0/1 per bit for binary vectors, or the base64 of the
         stored form of keypoints (`keypoint_data.pack`)."""
         if self.vector_kind == "keypoints":
-            return base64.b64encode(keypoint_data.from_row(vector)).decode("ascii")
+            return base64.b64encode(bytes(vector)).decode("ascii")
         if self.vector_kind == "binary":
             raw = vector[0] if isinstance(vector, list) and vector and isinstance(vector[0], bytes) else vector
             return np.unpackbits(np.frombuffer(bytes(raw), dtype=np.uint8)).astype(int).tolist()
@@ -73,8 +73,8 @@ class ModelSpec:
         accepted (errors then name the row). One embedding becomes a float32 array, or packed bytes
         for binary vectors; a 2-D array becomes a float32 array, or a uint8 array of packed bits,
         with one row per embedding. Float embeddings are scaled to unit length. A keypoints model's
-        embedding is a base64 string (`to_public`), or a list of them: the stored form (bytes), or
-        the padded rows of a batch (`keypoint_data.to_row`).
+        embedding is a base64 string (`to_public`), or a list of them: the stored form (bytes), or a
+        batch of them (`keypoint_data.batch`), each checked (`keypoint_data.unpack`).
         """
         if self.vector_kind == "keypoints":
             return _keypoints_from_public(self, values)
@@ -130,16 +130,18 @@ def _keypoints_from_public(spec: ModelSpec, values: Any) -> Any:
     embeddings = [values] if single else values
     if not isinstance(embeddings, list) or not all(isinstance(value, str) for value in embeddings):
         raise Invalid(f"a {spec.name} embedding is a base64 string of keypoints", type="bad_embedding")
-    rows = np.empty((len(embeddings), keypoint_data.ROW_BYTES), dtype=np.uint8)
+    rows = []
     for index, value in enumerate(embeddings):
         where = "" if single else f"row {index}: "
         try:
+            if len(value) > 4 * (keypoint_data.MAX_BYTES + 2) // 3:
+                raise ValueError(f"{len(value)} characters; keypoints take {spec.public_bytes - 2} at most")
             packed = base64.b64decode(value, validate=True)
             keypoint_data.unpack(packed)
         except (binascii.Error, ValueError) as exc:
             raise Invalid(f"{where}not keypoints of {spec.name}: {exc}", type="bad_embedding") from None
-        rows[index] = keypoint_data.to_row(packed)
-    return keypoint_data.from_row(rows[0]) if single else rows
+        rows.append(packed)
+    return rows[0] if single else keypoint_data.batch(rows)
 
 
 VIT_B32 = ModelSpec(

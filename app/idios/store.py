@@ -95,8 +95,8 @@ def milvus_errors(refused: str = "bad_query") -> Iterator[None]:
 
 @dataclass
 class Columns:
-    """Entries as columns, in the same order: urls, stored vectors as one 2-D array (float32, or
-    uint8 packed bits for binary vectors), metadata."""
+    """Entries as columns, in the same order: urls, stored vectors as one array (float32 rows, rows of
+    uint8 packed bits for binary vectors, or a batch of keypoints: `keypoint_data.batch`), metadata."""
 
     urls: list[str]
     vectors: np.ndarray
@@ -104,6 +104,8 @@ class Columns:
 
     @staticmethod
     def empty(spec: ModelSpec) -> Columns:
+        if spec.vector_kind == "keypoints":
+            return Columns(urls=[], vectors=keypoint_data.batch([]), metadata=[])
         return Columns(urls=[], vectors=np.empty((0, _width(spec)), dtype=_dtype(spec)), metadata=[])
 
 
@@ -116,19 +118,23 @@ class Hit:
 
 @dataclass
 class ImageRow:
-    """A keypoints model's image: its url, metadata, analysed size and count of corners."""
+    """A keypoints model's image: its url, metadata, analysed size, count of corners and the
+    fingerprint of its keypoints (`keypoint_data.fingerprint`)."""
 
     url: str
     metadata: dict[str, Any]
     width: int
     height: int
     corners: int
+    fingerprint: int
 
 
-# A keypoints model's image rows keep the analysed size and the count of corners beside the url and
-# metadata; their corners live in a collection of their own (`idios.corner_store`). Milvus needs a
-# vector field in every collection: theirs holds one unused byte.
-IMAGE_FIELDS = ("image", "width", "height", "corners")
+# A keypoints model's image rows keep the id of their corners, the analysed size, the count of
+# corners and the fingerprint of the keypoints beside the url and metadata; the corners live in a
+# collection of their own (`idios.corner_store`). Milvus needs a vector field in every collection:
+# theirs holds one unused byte.
+IMAGE_FIELDS = ("image", "width", "height", "corners", "fingerprint")
+INT32_FIELDS = ("width", "height", "corners")
 PLACEHOLDER_DIM = 8
 # Times an image row whose corners are changing under a read is read again.
 READ_AGAIN = 2
@@ -203,9 +209,8 @@ class Store:
         schema.add_field("vector", vector_type, dim=dim)
         schema.add_field("metadata", DataType.JSON)
         if spec.vector_kind == "keypoints":
-            schema.add_field("image", DataType.INT64)
-            for field in IMAGE_FIELDS[1:]:
-                schema.add_field(field, DataType.INT32)
+            for field in IMAGE_FIELDS:
+                schema.add_field(field, DataType.INT32 if field in INT32_FIELDS else DataType.INT64)
         index = self.client.prepare_index_params()
         if vector_type == DataType.BINARY_VECTOR:
             index.add_index("vector", index_type="BIN_FLAT", metric_type="HAMMING")
@@ -246,7 +251,7 @@ class Store:
         if not rows:
             return
         if spec.vector_kind == "keypoints":
-            vectors = np.array([keypoint_data.to_row(bytes(row["vector"])) for row in rows])
+            vectors = keypoint_data.batch([bytes(row["vector"]) for row in rows])
         elif spec.vector_kind == "binary":
             packed = b"".join(bytes(row["vector"]) for row in rows)
             vectors = np.frombuffer(packed, dtype=np.uint8).reshape(len(rows), -1)
@@ -261,8 +266,9 @@ class Store:
         given more than once the last entry is kept (Milvus 2.3 and 2.5 would store each of them
         under the one key, Milvus 2.6 refuses the whole request)."""
         count = len(columns.urls)
-        vectors = np.ascontiguousarray(columns.vectors, dtype=_dtype(spec))
-        if vectors.shape != (count, _width(spec)) or len(columns.metadata) != count:
+        keypoints = spec.vector_kind == "keypoints"
+        vectors = columns.vectors if keypoints else np.ascontiguousarray(columns.vectors, dtype=_dtype(spec))
+        if vectors.shape != ((count,) if keypoints else (count, _width(spec))) or len(columns.metadata) != count:
             raise ValueError(f"{count} urls, vectors of shape {vectors.shape}, {len(columns.metadata)} metadata")
         if not count:
             return
@@ -274,9 +280,11 @@ class Store:
         name = self.collection(spec)
         request = milvus_pb2.UpsertRequest(collection_name=name, num_rows=count)
         request.fields_data.add(type=DataType.VARCHAR, field_name="url").scalars.string_data.data.extend(columns.urls)
-        if spec.vector_kind == "keypoints":
-            # The corners first: a row is never stored without them (`idios.corner_store`).
-            images, counts = self._write_corners(spec, request, columns)
+        if keypoints:
+            # The new corners first, the rows naming them next, the corners they named before last: a
+            # row never names corners that are not stored (`idios.corner_store`).
+            replaced = self._corner_ids(spec, columns.urls)
+            self._write_corners(spec, request, columns)
             vectors = np.zeros((count, PLACEHOLDER_DIM // 8), dtype=np.uint8)
         if spec.vector_kind == "float":
             field = request.fields_data.add(type=DataType.FLOAT_VECTOR, field_name="vector")
@@ -296,25 +304,37 @@ class Store:
             schema=self._described(name),
             context=self.client._generate_call_context(),
         )
-        if spec.vector_kind == "keypoints":  # after the rows: a row never counts more corners than are stored
-            self.corners(spec).trim(images, counts)
+        if keypoints:
+            self.corners(spec).delete(replaced)
 
-    def _write_corners(
-        self, spec: ModelSpec, request: milvus_pb2.UpsertRequest, columns: Columns
-    ) -> tuple[list[int], list[int]]:
-        """Store the corners of each row's keypoints and add the image fields to the rows' request;
-        the images' ids and counts of corners. ValueError for a row that holds no keypoints."""
-        keypoints = [keypoint_data.unpack(keypoint_data.from_row(row)) for row in columns.vectors]
-        images = [keypoint_data.image_id(url) for url in columns.urls]
+    def _write_corners(self, spec: ModelSpec, request: milvus_pb2.UpsertRequest, columns: Columns) -> None:
+        """Store the corners of each row's keypoints under a new image id, and add the image fields to
+        the rows' request. ValueError for a row that holds no keypoints."""
+        packed = [bytes(value) for value in columns.vectors]
+        keypoints = [keypoint_data.unpack(value) for value in packed]
+        images = [keypoint_data.new_image_id() for _ in packed]
         self.corners(spec).write(images, keypoints)
-        request.fields_data.add(type=DataType.INT64, field_name="image").scalars.long_data.data.extend(images)
         for field, values in (
+            ("image", images),
             ("width", [k.width for k in keypoints]),
             ("height", [k.height for k in keypoints]),
             ("corners", [len(k) for k in keypoints]),
+            ("fingerprint", [keypoint_data.fingerprint(value) for value in packed]),
         ):
-            request.fields_data.add(type=DataType.INT32, field_name=field).scalars.int_data.data.extend(values)
-        return images, [len(k) for k in keypoints]
+            column = request.fields_data.add(field_name=field)
+            if field in INT32_FIELDS:
+                column.type = DataType.INT32
+                column.scalars.int_data.data.extend(values)
+            else:
+                column.type = DataType.INT64
+                column.scalars.long_data.data.extend(values)
+
+    def _corner_ids(self, spec: ModelSpec, urls: list[str]) -> list[int]:
+        """The corner ids the stored rows of these urls name (read at once)."""
+        rows = self.client.query(
+            self.collection(spec), filter=expr.url_in(urls), output_fields=["image"], consistency_level="Strong"
+        )
+        return [int(row["image"]) for row in rows]
 
     def _described(self, name: str) -> dict[str, Any]:
         if name not in self._descriptions:
@@ -323,9 +343,10 @@ class Store:
 
     @milvus_errors("store_refused")
     def remove(self, spec: ModelSpec, url: str) -> None:
+        replaced = self._corner_ids(spec, [url]) if spec.vector_kind == "keypoints" else []
         self.client.delete(self.collection(spec), filter=expr.url_equals(url))
-        if spec.vector_kind == "keypoints":  # after the row: a row is never left without its corners
-            self.corners(spec).remove(keypoint_data.image_id(url))
+        if replaced:  # after the row: a row is never left without its corners
+            self.corners(spec).delete(replaced)
 
     # reads
 
@@ -369,13 +390,16 @@ class Store:
         )
         return {row["url"]: _vector(row["vector"]) for row in rows}
 
-    def _image_rows(self, spec: ModelSpec, filter: str, consistency: str) -> dict[int, ImageRow]:
-        """A keypoints model's image rows matching `filter`, by image id."""
+    def _image_rows(
+        self, spec: ModelSpec, filter: str, consistency: str, limit: int | None = None
+    ) -> dict[int, ImageRow]:
+        """A keypoints model's image rows matching `filter` (at most `limit`), by image id."""
         rows = self.client.query(
             self.collection(spec),
             filter=filter,
             output_fields=["url", "metadata", *IMAGE_FIELDS],
             consistency_level=consistency,
+            **({"limit": limit} if limit is not None else {}),
         )
         return {
             int(row["image"]): ImageRow(
@@ -384,6 +408,7 @@ class Store:
                 width=int(row["width"]),
                 height=int(row["height"]),
                 corners=int(row["corners"]),
+                fingerprint=int(row["fingerprint"]),
             )
             for row in rows
         }
@@ -414,6 +439,15 @@ class Store:
     ) -> Neighbours:
         """A keypoints model's stored corners nearest each query descriptor (`CornerStore.nearest`)."""
         return self.corners(spec).nearest(descriptors, neighbours=neighbours, probes=probes, within=within)
+
+    @milvus_errors()
+    def twins(self, spec: ModelSpec, fingerprints: list[int], limit: int, filter: str = "") -> list[ImageRow]:
+        """Up to `limit` image rows of a keypoints model with one of these fingerprints (the same
+        keypoints: one picture under several urls), those matching the metadata `filter` only."""
+        if not fingerprints:
+            return []
+        condition = f"fingerprint in {sorted(set(fingerprints))}" + (f" and ({filter})" if filter else "")
+        return list(self._image_rows(spec, condition, self.search_consistency, limit).values())
 
     @milvus_errors()
     def candidates(self, spec: ModelSpec, images: list[int], filter: str = "") -> dict[int, tuple[ImageRow, Keypoints]]:
@@ -468,7 +502,7 @@ class Store:
             if spec.vector_kind == "binary":
                 vectors = [row.tobytes() for row in columns.vectors]
             elif spec.vector_kind == "keypoints":
-                vectors = [keypoint_data.from_row(row) for row in columns.vectors]
+                vectors = [bytes(packed) for packed in columns.vectors]
             return [
                 {"url": url, "vector": vector, "metadata": metadata}
                 for url, vector, metadata in zip(columns.urls, vectors, columns.metadata, strict=True)
@@ -541,10 +575,10 @@ class Store:
         rows = sorted(self._image_rows(spec, filter, "Strong").items(), key=lambda item: item[1].url)[:limit]
         found = self._keypoints(spec, dict(rows), strong=True)
         kept = [(image, row) for image, row in rows if image in found]
-        vectors = np.array([keypoint_data.to_row(keypoint_data.pack(found[image])) for image, _ in kept])
+        vectors = keypoint_data.batch([keypoint_data.pack(found[image]) for image, _ in kept])
         return Columns(
             urls=[row.url for _, row in kept],
-            vectors=vectors.reshape(len(kept), keypoint_data.ROW_BYTES),
+            vectors=vectors,
             metadata=[row.metadata for _, row in kept],
         )
 
@@ -563,9 +597,7 @@ def _last_of_each(urls: list[str]) -> list[int] | None:
 
 
 def _width(spec: ModelSpec) -> int:
-    """Values per stored vector: floats, bytes of packed bits, or a padded row of keypoints."""
-    if spec.vector_kind == "keypoints":
-        return keypoint_data.ROW_BYTES
+    """Values per stored vector of a float or binary model: floats, or bytes of packed bits."""
     return spec.dim // 8 if spec.vector_kind == "binary" else spec.dim
 
 

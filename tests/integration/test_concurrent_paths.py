@@ -53,7 +53,7 @@ def test_idios_restore_sends_what_the_server_takes_of_rows_it_dumped(make_app, t
     urls = [f"http://{IMAGE_HOST}/{key}/{i:03d}" for i in range(120)]
     rows = bits_rows(urls, seed=3, metadata=lambda i: {"i": i, "text": "m" * 60_000})
     (tmp_path / "phash-000000.jsonl").write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
-    monkeypatch.setattr(backup, "_client", lambda api: contextlib.nullcontext(app.client))
+    monkeypatch.setattr(backup, "api_client", lambda api: contextlib.nullcontext(app.client))
 
     assert backup.restore("http://testserver", "phash", tmp_path, 1000) == 0
     dumped = paged_dump(app.client, "phash", limit=1000)

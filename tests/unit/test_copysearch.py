@@ -48,6 +48,9 @@ class CornersInMemory:
         query, found, distance = (np.array(column, dtype=np.int64) for column in zip(*pairs, strict=True))
         return Neighbours(query, keys[found], keys[found] >> 8, positions[found], distance)
 
+    def twins(self, spec: ModelSpec, fingerprints: list[int], limit: int, filter: str = "") -> list[ImageRow]:
+        return [row for row, _ in self.images.values() if row.fingerprint in fingerprints][:limit]
+
     def candidates(self, spec: ModelSpec, images: list[int], filter: str = "") -> dict[int, tuple[ImageRow, Any]]:
         wanted = 'metadata["name"] == '
         chosen = {image for image in images if image in self.images and image not in self.rowless}
@@ -70,9 +73,14 @@ def store() -> CornersInMemory:
         names[f"noise{index}"] = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
     for name, image in names.items():
         features = keypoints.extract(image, keypoint_data.STORED_POINTS)
-        row = ImageRow(url(name), {"name": name}, features.width, features.height, len(features))
-        images[keypoint_data.image_id(url(name))] = (row, features)
+        fingerprint = keypoint_data.fingerprint(keypoint_data.pack(features))
+        row = ImageRow(url(name), {"name": name}, features.width, features.height, len(features), fingerprint)
+        images[keypoint_data.new_image_id()] = (row, features)
     return CornersInMemory(images)
+
+
+def image_of(store: CornersInMemory, name: str) -> int:
+    return next(image for image, (row, _) in store.images.items() if row.url == url(name))
 
 
 def crop(name: str, box: tuple[float, float, float, float]) -> Image.Image:
@@ -104,7 +112,7 @@ def test_a_small_query_is_not_enlarged_past_its_detail() -> None:
 
 def test_images_whose_rows_are_missing_or_filtered_out_are_left_out(store: CornersInMemory) -> None:
     query = keypoints.extract_query(crop("coffee", (0.1, 0.1, 0.9, 0.9)))
-    coffee = keypoint_data.image_id(url("coffee"))
+    coffee = image_of(store, "coffee")
     rowless = CornersInMemory(store.images, rowless=frozenset({coffee}))
     assert url("coffee") not in [hit.url for hit in copysearch.search(rowless, COPYDETECT, query, count=5)]  # type: ignore[arg-type]
     hits = copysearch.search(store, COPYDETECT, query, count=5, filter='metadata["name"] == "coins"')  # type: ignore[arg-type]
@@ -114,3 +122,18 @@ def test_images_whose_rows_are_missing_or_filtered_out_are_left_out(store: Corne
 def test_a_query_without_corners_finds_nothing(store: CornersInMemory) -> None:
     flat = keypoints.extract_query(Image.new("RGB", (400, 300), (128, 128, 128)))
     assert copysearch.search(store, COPYDETECT, flat, count=10) == []  # type: ignore[arg-type]
+
+
+def test_a_picture_stored_under_many_urls_is_found_under_each(store: CornersInMemory) -> None:
+    """Six urls with the same corners: each query corner's 4 nearest are 4 of them, always the same
+    4; the other two come with them (the same fingerprint)."""
+    row, features = store.images[image_of(store, "chelsea")]
+    copies = dict(store.images)
+    for index in range(5):
+        copy = ImageRow(url(f"chelsea-{index}"), {}, row.width, row.height, row.corners, row.fingerprint)
+        copies[keypoint_data.new_image_id()] = (copy, features)
+    query = keypoints.extract_query(crop("chelsea", (0.2, 0.2, 0.8, 0.8)))
+    hits = copysearch.search(CornersInMemory(copies), COPYDETECT, query, count=10)  # type: ignore[arg-type]
+    found = sorted(hit.url for hit in hits if hit.match.inliers >= 6)
+    assert found == sorted([url("chelsea")] + [url(f"chelsea-{index}") for index in range(5)]), hits
+    assert len({hit.match for hit in hits if hit.match.inliers >= 6}) == 1

@@ -11,7 +11,7 @@ import pytest
 
 from idios import keypoint_data, pages
 from idios.errors import Invalid
-from idios.keypoint_data import ROW_BYTES, Keypoints, Match
+from idios.keypoint_data import MAX_BYTES, Keypoints, Match
 from idios.specs import COPYDETECT, VIT_B32
 
 
@@ -22,27 +22,25 @@ def keypoints(count: int, seed: int = 0, size: tuple[int, int] = (512, 384)) -> 
     return Keypoints(points, descriptors, *size)
 
 
-def test_a_row_holds_the_stored_form_and_gives_it_back() -> None:
-    packed = keypoint_data.pack(keypoints(100))
-    row = keypoint_data.to_row(packed)
-    assert row.shape == (ROW_BYTES,) and keypoint_data.from_row(row) == packed
-    full = keypoint_data.pack(keypoints(256))
-    assert len(full) == ROW_BYTES and keypoint_data.from_row(keypoint_data.to_row(full)) == full
+def test_a_batch_holds_stored_forms_of_any_length() -> None:
+    packed = [keypoint_data.pack(keypoints(count)) for count in (256, 256, 0, 17)]
+    assert len(packed[0]) == MAX_BYTES and len(packed[2]) == 6
+    rows = keypoint_data.batch(packed)
+    assert rows.shape == (4,) and rows.dtype == object and list(rows) == packed, "not a 2-D array of bytes"
+    assert keypoint_data.batch([]).shape == (0,)
 
 
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        (lambda row: row.__setitem__(ROW_BYTES - 1, 7), "not all theirs"),
-        (lambda row: row.__setitem__(slice(4, 6), (2, 1)), "at most 256"),  # count 258
-        (lambda row: row.__setitem__(slice(0, 2), (0, 0)), "0 x 384"),
+        (lambda data: data + b"\x00", "take 3606 bytes, not 3607"),
+        (lambda data: data[:4] + (258).to_bytes(2, "little") + data[6:], "at most 256"),
+        (lambda data: b"\x00\x00" + data[2:], "0 x 384"),
     ],
 )
-def test_a_row_with_bytes_that_are_not_its_keypoints_is_refused(change, says: str) -> None:  # type: ignore[no-untyped-def]
-    row = keypoint_data.to_row(keypoint_data.pack(keypoints(100)))
-    change(row)
+def test_bytes_that_are_not_keypoints_are_refused(change, says: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=says):
-        keypoint_data.from_row(row)
+        keypoint_data.unpack(change(keypoint_data.pack(keypoints(100))))
 
 
 def test_a_position_outside_the_image_is_refused() -> None:
@@ -59,15 +57,21 @@ def test_pack_refuses_what_it_could_not_give_back() -> None:
         keypoint_data.pack(keypoints(3, size=(700, 300)))
 
 
-def test_the_store_keys_an_image_s_corners_by_its_url() -> None:
-    image = keypoint_data.image_id("https://example.com/a.jpg")
-    assert image == keypoint_data.image_id("https://example.com/a.jpg") != keypoint_data.image_id("https://x/b.jpg")
-    assert 0 <= image < 2**keypoint_data.IMAGE_BITS
+def test_each_write_keys_its_corners_anew() -> None:
+    images = {keypoint_data.new_image_id() for _ in range(1000)}
+    assert len(images) == 1000 and all(0 <= image < 2**keypoint_data.IMAGE_BITS for image in images)
+    image = images.pop()
     keys = keypoint_data.corner_ids(image, 256)
     assert keys.dtype == np.int64 and (keys >= 0).all() and len(set(keys.tolist())) == 256
     assert (keys >> keypoint_data.CORNER_BITS == image).all()
     assert keypoint_data.corner_ids(image, 256, 250).tolist() == keys[250:].tolist()
-    assert keypoint_data.image_id("https://example.com/\udcff") >= 0, "a lone surrogate hashes too"
+
+
+def test_the_same_keypoints_have_the_same_fingerprint() -> None:
+    packed = keypoint_data.pack(keypoints(256, seed=1))
+    assert keypoint_data.fingerprint(packed) == keypoint_data.fingerprint(bytes(packed))
+    assert keypoint_data.fingerprint(packed) != keypoint_data.fingerprint(keypoint_data.pack(keypoints(256, seed=2)))
+    assert 0 <= keypoint_data.fingerprint(packed) < 2**63
 
 
 def test_positions_in_the_store_are_the_pixels_within_a_hundredth() -> None:
@@ -79,11 +83,12 @@ def test_positions_in_the_store_are_the_pixels_within_a_hundredth() -> None:
 
 def test_a_dump_row_is_base64_and_restores_byte_for_byte() -> None:
     packed = keypoint_data.pack(keypoints(256, seed=3))
-    text = COPYDETECT.to_public(keypoint_data.to_row(packed))
+    text = COPYDETECT.to_public(packed)
     assert isinstance(text, str) and base64.b64decode(text) == packed
     assert COPYDETECT.from_public(text) == packed
-    rows = COPYDETECT.from_public([text, COPYDETECT.to_public(keypoint_data.to_row(keypoint_data.pack(keypoints(5))))])
-    assert rows.shape == (2, ROW_BYTES) and keypoint_data.from_row(rows[0]) == packed
+    small = keypoint_data.pack(keypoints(5))
+    rows = COPYDETECT.from_public([text, COPYDETECT.to_public(small)])
+    assert list(rows) == [packed, small]
 
 
 @pytest.mark.parametrize(
@@ -92,6 +97,7 @@ def test_a_dump_row_is_base64_and_restores_byte_for_byte() -> None:
         ([0.5] * 256, "base64 string of keypoints"),
         (["not base64!"], "row 0: not keypoints of copydetect"),
         ([base64.b64encode(b"\x00\x02").decode()], "too few"),
+        (["A" * 20000], "row 0: not keypoints of copydetect: 20000 characters"),
     ],
 )
 def test_json_that_is_not_keypoints_is_refused(value: object, says: str) -> None:
@@ -103,7 +109,7 @@ def test_a_page_of_keypoints_rows_fits_the_broker_message() -> None:
     budget = pages.budget(16 * 1024 * 1024)
     fits = pages.rows_that_fit(COPYDETECT, budget)
     assert 1000 < fits < 1300, fits
-    text = COPYDETECT.to_public(keypoint_data.to_row(keypoint_data.pack(keypoints(256))))
+    text = COPYDETECT.to_public(keypoint_data.pack(keypoints(256)))
     assert abs(len(text) + 2 - COPYDETECT.public_bytes) <= 4, "the estimate is the JSON string itself"
     assert pages.rows_that_fit(VIT_B32, budget) > fits
 

@@ -302,13 +302,13 @@ def _restore_args(spec: ModelSpec, body: bytes, max_rows: int) -> RestoreArgs:
                 type="wrong_dimension",
             )
     embeddings: Any = [row.embedding for row in rows]
-    if not keypoints:
-        embeddings = np.array(embeddings, dtype=np.float64).reshape(len(rows), spec.dim)
-    return RestoreArgs(
-        urls=[row.url for row in rows],
-        metadata=[row.metadata or {} for row in rows],
-        vectors=spec.from_public(embeddings),  # packed for the wire by the transport that needs it
-    )
+    if keypoints:
+        spec.from_public(embeddings)  # checked here (422 naming the row); the job carries them as sent
+        vectors = embeddings
+    else:
+        # Normalised to the stored form, as one array: packed for the wire by the transport that needs it.
+        vectors = spec.from_public(np.array(embeddings, dtype=np.float64).reshape(len(rows), spec.dim))
+    return RestoreArgs(urls=[row.url for row in rows], metadata=[row.metadata or {} for row in rows], vectors=vectors)
 
 
 async def _search(jobs: JobSender, spec: ModelSpec, args: SearchArgs) -> list[SearchHit]:

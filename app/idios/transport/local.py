@@ -40,9 +40,12 @@ class LocalTransport(Transport):
     async def ready(self, model: str | None, *, admit: bool = False) -> None:
         if model is None:
             return
-        if admit and self.runner.adds_in_flight >= self.runner.settings.max_queued_jobs:
+        busy = self.runner.adds_in_flight + self.runner.walks_in_flight
+        if admit and busy >= self.runner.settings.max_queued_jobs:
             raise Unavailable(
-                f"{self.runner.adds_in_flight} images are waiting to be added; try again shortly", type="queue_full"
+                f"{self.runner.adds_in_flight} images are waiting to be added and {self.runner.walks_in_flight} "
+                "duplicates pages are under way; try again shortly",
+                type="queue_full",
             )
         state = self.runner.status.get(model)
         if state is None or state["status"] != "ready":
