@@ -19,9 +19,12 @@ def walk(api: str, model: str, out: Path, *, min_similarity: float | None, page:
     if min_similarity is not None:
         body["min_similarity"] = min_similarity
     groups = 0
-    with api_client(api) as http, out.open("ab" if after else "wb") as file:
-        total = check(http.get(f"/models/{model}/count")).json()
-        with tqdm(total=total, unit="urls", desc=f"duplicates {model}") as progress:
+    with api_client(api) as http:
+        total = check(http.get(f"/models/{model}/count")).json()  # before the file is opened: a refusal leaves it be
+        with (
+            out.open("ab" if after else "wb") as file,
+            tqdm(total=total, unit="urls", desc=f"duplicates {model}") as progress,
+        ):
             try:
                 while True:
                     answer = check(http.post(f"/models/{model}/duplicates", json=body)).json()
@@ -38,5 +41,5 @@ def walk(api: str, model: str, out: Path, *, min_similarity: float | None, page:
                 raise SystemExit(
                     f"{exc or type(exc).__name__}\nthe groups found so far are in {out}; {resume}"
                 ) from None
-    print(f"{groups} groups of copies in {out}")
+    print(f"groups of copies: {groups}, in {out}")
     return 0

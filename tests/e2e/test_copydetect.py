@@ -5,6 +5,8 @@ that match as before, and the duplicates walk reports a group of copies once."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,7 +112,7 @@ def test_a_streamed_dump_restores_to_entries_that_match_as_before(stack: Stack) 
         assert upload(client, "copydetect", query, limit="3") == before
 
 
-def test_duplicates_reports_a_group_of_copies_once(stack: Stack, images: ImageServer) -> None:
+def test_duplicates_reports_a_group_of_copies_once(stack: Stack, images: ImageServer, tmp_path: Path) -> None:
     copies = [
         images.add("/zz-astronaut-rot.jpg", encode(make_query("astronaut", "rot90", 0).image, "JPEG")),
         images.add("/zz-astronaut-crop.jpg", encode(make_query("astronaut", "crop50", 0).image, "JPEG")),
@@ -124,6 +126,14 @@ def test_duplicates_reports_a_group_of_copies_once(stack: Stack, images: ImageSe
             groups += page["groups"]
             if (cursor := page["cursor"]) is None:
                 break
+        out = tmp_path / "groups.jsonl"
+        command = [sys.executable, "-m", "idios", "duplicates", "copydetect", "--api", stack.url, "--out", str(out)]
+        walked = subprocess.run([*command, "--page", "2"], capture_output=True, text=True, timeout=300)
+        unknown = subprocess.run([*command[:4], "nope", *command[5:]], capture_output=True, text=True, timeout=60)
         for url in copies:
             client.post("/models/copydetect/remove", json={"url": url})
     assert [group["urls"] for group in groups] == [sorted([images.url("/astronaut.jpg"), *copies])], groups
+    assert walked.returncode == 0, walked.stderr
+    assert [orjson.loads(line) for line in out.read_bytes().splitlines()] == groups
+    assert "groups of copies: 1," in walked.stdout and "duplicates copydetect" in walked.stderr  # the progress bar
+    assert unknown.returncode != 0 and "404" in unknown.stderr and "unknown model" in unknown.stderr

@@ -78,7 +78,8 @@ def make_app(milvus_uri: str) -> Iterator[Callable[..., App]]:
         for name in names:
             model_spec = spec(name)
             store.ensure_collection(model_spec)
-            runner.models.models[name] = SimpleNamespace(spec=model_spec)  # type: ignore[assignment]
+            model = SimpleNamespace(spec=model_spec, stored_query=lambda stored: stored)  # searches by stored url
+            runner.models.models[name] = model  # type: ignore[assignment]
             runner.status[name] = {"status": "ready", "reason": ""}
         transport = MeasuringTransport(runner)
         client = TestClient(create_app(settings, transport), base_url="http://127.0.0.1")

@@ -136,7 +136,7 @@ async def test_jobs_answer_through_the_broker_as_they_do_in_process(pair: Pair, 
     assert search[0]["metadata"] == {"name": "coffee"} and search[0]["similarity"] > 0.9, search
     assert [hit["metadata"] for hit in filtered] == [{"name": "rocket"}], filtered
     assert text[:2] == (422, "no_text_tower")
-    assert compare > 0.9
+    assert compare["similarity"] > 0.9 and compare["match"] is None and compare["flipped"] is False
     assert sorted(urls) == sorted(images.url(f"/{name}.jpg") for name in photos)
 
 
