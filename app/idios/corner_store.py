@@ -110,7 +110,9 @@ class CornerStore:
                 {"id": int(key), "vector": vector.tobytes(), "position": int(position)}
                 for key, vector, position in zip(ids[start:end], vectors[start:end], positions[start:end], strict=True)
             ]
-            self.client.upsert(self.name, rows)
+            # Inserted, not upserted: each write's keys are new (an upsert makes Milvus delete each key first,
+            # and keep a record of every delete).
+            self.client.insert(self.name, rows)
 
     def delete(self, images: list[int]) -> None:
         """Delete every corner of these images."""
