@@ -65,6 +65,9 @@ CROPS = ("crop50", "crop25", "crop12")
 HELD_OUT = ORIGINALS[3::4]
 INDEXED = tuple(name for name in ORIGINALS if name not in HELD_OUT)
 UNRELATED_KINDS = ("texture", "shapes")
+# The image server's port, fixed: a run reusing the collections of an earlier one (`--prefix`) adds
+# the originals under the same urls again rather than beside them.
+IMAGE_PORT = 8301
 
 
 def log(message: str) -> None:
@@ -231,7 +234,8 @@ def main() -> None:
     parser.add_argument("--unrelated", type=int, default=400)
     parser.add_argument("--ingest", type=int, default=1000)
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--milvus-uri")
+    parser.add_argument("--milvus-uri", help="a running Milvus instead of a bundled one started for the run")
+    parser.add_argument("--milvus-data", help="that Milvus's data directory, for its disk figures")
     parser.add_argument(
         "--prefix", help="collection prefix; collections it already holds, with the distractors, are not restored again"
     )
@@ -251,9 +255,10 @@ def main() -> None:
     stem = f"{datetime.date.today().isoformat()}-{host}-copydetect"
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idios-copies-")))
-        milvus_dir: Path | None = None
+        milvus_dir: Path | None
         if args.milvus_uri:
             milvus_uri = args.milvus_uri
+            milvus_dir = Path(args.milvus_data) if args.milvus_data else None
         else:
             from idios.embedded import milvus_uri as bundled
 
@@ -261,7 +266,7 @@ def main() -> None:
             milvus_uri = stack.enter_context(bundled("embedded", milvus_dir))
         milvus_pid = find_pid("milvus", str(milvus_dir)) if milvus_dir else find_pid("milvus")
 
-        images = stack.enter_context(ImageServer(host=IMAGE_HOST))
+        images = stack.enter_context(ImageServer(host=IMAGE_HOST, port=IMAGE_PORT))
         urls = {name: images.add(f"/original/{name}.jpg", encode_jpeg(original(name), 92)) for name in INDEXED}
         fresh = range(args.distractors + 2 * args.unrelated, args.distractors + 2 * args.unrelated + args.ingest)
         ingest_urls = [images.add(f"/fresh/{i:07d}.jpg", encode_jpeg(distractor(i), 88)) for i in fresh]

@@ -77,7 +77,13 @@ def test_add_search_count_remove(stack: Stack, images: ImageServer) -> None:
         assert response.status_code == 204, response.text
         assert client.get(f"{VIT}/count").json() == before + 1
         hits = client.post(f"{VIT}/search", json={"url": target, "limit": 5}).json()
-        assert hits[0] == {"url": target, "metadata": {"tags": "person", "n": 1}, "similarity": 100.0, "flipped": False, "match": None}
+        assert hits[0] == {
+            "url": target,
+            "metadata": {"tags": "person", "n": 1},
+            "similarity": 100.0,
+            "flipped": False,
+            "match": None,
+        }
         assert all(a["similarity"] >= b["similarity"] for a, b in itertools.pairwise(hits))
         assert client.post(f"{VIT}/remove", json={"url": target}).status_code == 204
         assert client.get(f"{VIT}/count").json() == before

@@ -345,7 +345,15 @@ def test_awkward_urls_of_real_images_are_stored_exactly(stack: Stack, hostile: I
         for key in keys:
             assert client.post(f"{VIT}/urls", json={"cursor": just_before(key), "limit": 1}).json() == [key]
             hits = client.post(f"{VIT}/search", json={"url": key, "limit": 1, "filter": {"key": key}}).json()
-            assert hits == [{"url": key, "metadata": {"key": key}, "similarity": pytest.approx(100.0, abs=0.01), "flipped": False, "match": None}]
+            assert hits == [
+                {
+                    "url": key,
+                    "metadata": {"key": key},
+                    "similarity": pytest.approx(100.0, abs=0.01),
+                    "flipped": False,
+                    "match": None,
+                }
+            ]
             again = client.post(f"{VIT}/search_add", json={"url": key})
             assert_refused(again, 409, "already_stored")
         assert_alive(stack, client)
