@@ -19,6 +19,9 @@ What it does, on one `idios serve` (seeded random weights for vit_b32: the compu
   true copies that score above the 99th percentile of their best scores;
 - adds `ingest` fresh distractors through `add_bulk` from the image server (downloads, decoding,
   the model and Milvus, with the collection at its full size): images/s.
+
+A run of some of the models adds them to the day's report of the same corpus; `--milvus-uri` and
+`--prefix` reuse collections a run left in a Milvus of its own (`--milvus-data`: its directory).
 """
 
 from __future__ import annotations
@@ -253,6 +256,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{datetime.date.today().isoformat()}-{host}-copydetect"
+    earlier = out / f"{stem}.json"
+    if earlier.exists():  # the day's earlier run of other models with the same corpus: one report of all
+        kept = json.loads(earlier.read_text())
+        if (kept["distractors"], kept["per_family"]) == (args.distractors, args.per_family):
+            results["models"] = {name: kept["models"][name] for name in kept["models"] if name not in models}
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idios-copies-")))
         milvus_dir: Path | None
@@ -333,7 +341,7 @@ def _disk(milvus_dir: Path | None) -> int:
 
 
 def write_report(results: dict[str, Any], out: Path, stem: str) -> Path:
-    models = list(results["models"])
+    models = [name for name in MODELS if name in results["models"]]
     lines = [
         f"# Copy detection: {results['distractors']:,} distractors, {results['host']}, {results['started']}",
         "",
