@@ -15,9 +15,9 @@ from idios.config import Settings, default_credential_problems
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from idios.logs import configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def _exit_on_sigterm() -> None:
@@ -93,6 +93,7 @@ def _serve_http(app: Any, settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through the root logger's handler (`idios.logs`), in its format
         # uvicorn's own 5 s equals httpx's keep-alive expiry and is far below a proxy's (Traefik: 90 s
         # unless set): a client could send a request just as the API closes the connection, and lose it.
         timeout_keep_alive=settings.keep_alive,  # type: ignore[arg-type]  # typed int, float works in uvicorn

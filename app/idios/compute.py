@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from idios import niceness
+from idios import metrics, niceness
 from idios.config import Settings
 from idios.decoding import decode_opened, open_image, process_budget, return_freed_buffers
 from idios.errors import Timeout
@@ -69,10 +69,14 @@ class Compute:
 
     async def embed(self, model: EmbeddingModel, images: list[Image], *, interactive: bool = False) -> list[Any]:
         pool = self._model_pool if interactive else self._bulk_pool
-        return await asyncio.get_running_loop().run_in_executor(pool, model.embed_images, images, interactive)
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, _forward_pass, model.spec.name, model.embed_images, images, interactive
+        )
 
     async def embed_queries(self, model: EmbeddingModel, images: list[Image]) -> list[Any]:
-        return await asyncio.get_running_loop().run_in_executor(self._model_pool, model.embed_queries, images)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._model_pool, _forward_pass, model.spec.name, model.embed_queries, images
+        )
 
     async def compare(self, model: EmbeddingModel, first: Any, second: Any, *, interactive: bool = True) -> Comparison:
         pool = self._model_pool if interactive else self._bulk_pool
@@ -92,9 +96,9 @@ class Compute:
     async def store_call(self, fn: Callable[..., T], *args: Any, interactive: bool = False, **kwargs: Any) -> T:
         """A (blocking) store call: interactive ones in their own pool, the others in asyncio's default pool."""
         if not interactive:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await asyncio.to_thread(_store_call, fn, *args, **kwargs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._interactive_pool, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._interactive_pool, lambda: _store_call(fn, *args, **kwargs))
 
     async def _in_decode_thread(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any, held: int = 0) -> T:
         """`fn(*args)` in `pool`, failing with 504 when it runs longer than IDIOS_DECODE_TIMEOUT once started.
@@ -132,6 +136,23 @@ class Compute:
         except asyncio.CancelledError:
             job.cancel()  # not started yet: it never will; running: it runs to its end
             raise
+
+
+def _forward_pass(model: str, fn: Callable[..., list[Any]], images: list[Image], *args: Any) -> list[Any]:
+    metrics.BATCH_IMAGES.labels(model).observe(len(images))
+    with metrics.timed(metrics.FORWARD_SECONDS, model):
+        return fn(images, *args)
+
+
+def _store_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)`, timed under its name (`idios_milvus_call_duration_seconds`)."""
+    call = getattr(fn, "__name__", "call")
+    try:
+        with metrics.timed(metrics.MILVUS_SECONDS, call):
+            return fn(*args, **kwargs)
+    except Exception:
+        metrics.MILVUS_ERRORS.labels(call).inc()
+        raise
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

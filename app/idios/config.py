@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IDIOS_", env_file=".env", extra="ignore", populate_by_name=True)
 
     log_level: str = Field("INFO", description="Logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or as one JSON object each (time, level, logger, message, request_id) "
+        "for a log collector.",
+    )
 
     # HTTP API
     host: str = Field("127.0.0.1", description="Address the API listens on.")
@@ -200,8 +205,9 @@ class Settings(BaseSettings):
     # Worker
     health_port: int = Field(
         4214,
-        description="Port of the worker's HTTP health check (0 disables it). Several workers on one host need "
-        "one port each; a worker whose port is taken logs so and runs without a health check.",
+        description="Port of the worker's HTTP health check and its Prometheus metrics (`/metrics`; 0 disables "
+        "both). Several workers on one host need one port each; a worker whose port is taken logs so and runs "
+        "without a health check.",
     )
     health_host: str = Field(
         "127.0.0.1",

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import orjson
 from PIL.Image import Image
 
-from idios import copysearch, expr, pages
+from idios import copysearch, expr, metrics, pages
 from idios.batching import MicroBatcher
 from idios.compute import Compute
 from idios.config import Settings
@@ -48,7 +48,7 @@ from idios.protocol import (
     failed,
     ok,
 )
-from idios.specs import ModelSpec
+from idios.specs import SPECS, ModelSpec
 from idios.store import Columns, Store
 from idios.wire import unpack_array
 
@@ -122,6 +122,22 @@ class JobRunner:
     # dispatch
 
     async def run(self, job: Job[Any]) -> Reply:
+        # A job names any model it likes (a broker's message is anyone's): unknown names share one series.
+        model = "" if job.model is None else job.model if job.model in SPECS else "unknown"
+        in_progress = metrics.JOBS_IN_PROGRESS.labels(model, job.lane)
+        in_progress.inc()
+        started = time.perf_counter()
+        reply = await self._run(job)
+        in_progress.dec()
+        seconds = time.perf_counter() - started
+        metrics.JOB_SECONDS.labels(job.op).observe(seconds)
+        error = None if reply["ok"] else IdiosError.from_wire(reply["error"])
+        outcome = metrics.outcome(error)
+        metrics.JOBS.labels(job.op, outcome).inc()
+        log.debug("%s job of %s: %s in %.1f ms", job.op, job.model or "no model", outcome, 1000 * seconds)
+        return reply
+
+    async def _run(self, job: Job[Any]) -> Reply:
         try:
             if job.expired():
                 self.expired += 1
@@ -137,8 +153,16 @@ class JobRunner:
     # building blocks
 
     async def _image(self, url: str, model: EmbeddingModel, *, interactive: bool = False) -> Image:
-        data = await self.fetcher.fetch(url)
-        return await self._decode(data, model, interactive=interactive)
+        started = time.perf_counter()
+        try:
+            data = await self.fetcher.fetch(url)
+            image = await self._decode(data, model, interactive=interactive)
+        except IdiosError as exc:
+            metrics.DOWNLOADS.labels(metrics.download_outcome(exc)).inc()
+            raise
+        metrics.DOWNLOADS.labels("ok").inc()
+        metrics.DOWNLOAD_SECONDS.observe(time.perf_counter() - started)
+        return image
 
     async def _decode(self, data: bytes, model: EmbeddingModel, *, interactive: bool) -> Image:
         """The image decoded at the sizes the model needs (`EmbeddingModel.decode_side`, `smallest_side`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from idios import metrics
 from idios.config import Settings
 from idios.errors import NotFound, Unavailable
 from idios.models import REGISTRY, EmbeddingModel, ModelUnavailable
@@ -23,7 +24,9 @@ class LoadedModels:
         self.store = store
         self.models: dict[str, EmbeddingModel] = {}
         # {name: {"status": loading|ready|unavailable, "reason": why not ready}} for every configured model
-        self.status: ModelStatus = {name: {"status": "loading", "reason": ""} for name in settings.models}
+        self.status: ModelStatus = {}
+        for name in settings.models:
+            self._set(name, "loading")
         # Collections that exist but do not fit their model: a worker refuses to start with them.
         self.schema_errors: list[str] = []
 
@@ -36,7 +39,7 @@ class LoadedModels:
 
     def _load(self, name: str) -> None:
         if name not in REGISTRY:
-            self.status[name] = {"status": "unavailable", "reason": f"unknown model '{name}'"}
+            self._set(name, "unavailable", f"unknown model '{name}'")
             return
         model = REGISTRY[name](self.settings)
         try:
@@ -49,11 +52,15 @@ class LoadedModels:
             log.error("model %s unavailable: %s", name, reason)
             if isinstance(exc, SchemaMismatch):
                 self.schema_errors.append(reason)
-            self.status[name] = {"status": "unavailable", "reason": reason}
+            self._set(name, "unavailable", reason)
             return
         self.models[name] = model
-        self.status[name] = {"status": "ready", "reason": ""}
+        self._set(name, "ready")
         log.info("model %s ready", name)
+
+    def _set(self, name: str, status: str, reason: str = "") -> None:
+        self.status[name] = {"status": status, "reason": reason}
+        metrics.set_model_status(name, status)
 
     def get(self, name: str | None) -> EmbeddingModel:
         """The loaded model; 404 for a name Idios does not know, 503 for one not ready here."""

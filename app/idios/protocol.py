@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from idios import __version__
 from idios.errors import IdiosError, Invalid, Unavailable
+from idios.logs import REQUEST_ID, is_request_id
 
 # Raised with every change to a job's shape or an operation's arguments. Jobs without a version
 # come from releases before it had one: version 1.
@@ -186,10 +187,12 @@ class Job(Generic[A]):
     deadline: float
     timeout: float
     redelivered: bool = False
+    request_id: str = ""  # of the HTTP request the job serves: in the log lines of both sides
 
     @classmethod
     def of(cls, args: A, model: str | None, timeout: float) -> Job[A]:
-        return cls(args=args, model=model, deadline=time.time() + timeout, timeout=timeout)
+        """The job of the request being served (its id from `idios.logs.REQUEST_ID`)."""
+        return cls(args=args, model=model, deadline=time.time() + timeout, timeout=timeout, request_id=REQUEST_ID.get())
 
     @property
     def op(self) -> str:
@@ -215,6 +218,7 @@ class Job(Generic[A]):
             "args": self.args.model_dump(),
             "deadline": self.deadline,
             "timeout": self.timeout,
+            "request_id": self.request_id,
         }
 
     @staticmethod
@@ -245,7 +249,15 @@ class Job(Generic[A]):
             raise Invalid(f"the {op} job's arguments do not fit: {problems}", type="bad_job") from None
         except (KeyError, TypeError, ValueError):
             raise Invalid(f"the {op} job has no readable deadline", type="bad_job") from None
-        return Job(args=args, model=model if kind.needs_model else None, deadline=deadline, timeout=timeout)
+        given = data.get("request_id")
+        request_id = given if isinstance(given, str) and is_request_id(given) else ""
+        return Job(
+            args=args,
+            model=model if kind.needs_model else None,
+            deadline=deadline,
+            timeout=timeout,
+            request_id=request_id,
+        )
 
 
 def _seconds(value: Any) -> float:

@@ -21,9 +21,11 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
+from idios import metrics
 from idios.config import Settings
 from idios.errors import IdiosError, Invalid, TooLarge, Unavailable
 from idios.jobs import JobRunner
+from idios.logs import REQUEST_ID
 from idios.protocol import Job, Reply, failed
 from idios.store import Store
 from idios.transport.queues import LANES, connect, declare, decode, encode, queue_name
@@ -109,6 +111,7 @@ class Worker:
             reply = failed(exc)
         else:
             op = job.op
+            REQUEST_ID.set(job.request_id)  # this job's task only: its log lines carry the request's id
             # Handed out again: its own earlier write may be stored already.
             reply = await self.runner.run(job.again() if message.redelivered else job)
         try:
@@ -160,13 +163,18 @@ class Worker:
         return broker and milvus, body
 
     async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """`GET /metrics`: the Prometheus metrics; any other request: the health check."""
         try:
+            line = b""
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(reader.readline(), 5)
-            healthy, body = await asyncio.to_thread(self.health)
-            payload = encode(body)
-            status = "200 OK" if healthy else "503 Service Unavailable"
-            head = f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+                line = await asyncio.wait_for(reader.readline(), 5)
+            if line.split(b" ")[1:2] == [b"/metrics"]:
+                status, kind, payload = "200 OK", metrics.CONTENT_TYPE_LATEST, metrics.render()
+            else:
+                healthy, body = await asyncio.to_thread(self.health)
+                payload, kind = encode(body), "application/json"
+                status = "200 OK" if healthy else "503 Service Unavailable"
+            head = f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(payload)}\r\n\r\n"
             writer.write(head.encode() + payload)
             await writer.drain()
         finally:

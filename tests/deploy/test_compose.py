@@ -29,14 +29,21 @@ DOCKER = ROOT / "docker"
 STACKS = ("dev", "minimal", "frontend", "milvus", "worker")
 SINGLE_NODE = ("dev", "minimal")  # RabbitMQ and Milvus in the same stack as the workers
 EXPECTED_SERVICES = {
-    "dev": {"api", "worker", "rabbitmq", "milvus", "etcd", "minio", "attu"},
+    "dev": {"api", "worker", "rabbitmq", "milvus", "etcd", "minio", "attu", "prometheus", "grafana"},
     "minimal": {"traefik", "api", "worker", "rabbitmq", "milvus", "etcd", "minio", "attu"},
-    "frontend": {"traefik", "api", "rabbitmq", "attu"},
+    "frontend": {"traefik", "api", "rabbitmq", "attu", "prometheus", "grafana"},
     "milvus": {"milvus", "etcd", "minio"},
     "worker": {"worker", "worker-gpu"},
 }
 IDIOS_SERVICES = {"api", "worker", "worker-gpu"}
-STATEFUL = {"rabbitmq": "/var/lib/rabbitmq", "etcd": "/etcd", "minio": "/minio_data", "milvus": "/var/lib/milvus"}
+STATEFUL = {
+    "rabbitmq": "/var/lib/rabbitmq",
+    "etcd": "/etcd",
+    "minio": "/minio_data",
+    "milvus": "/var/lib/milvus",
+    "prometheus": "/prometheus",
+    "grafana": "/var/lib/grafana",
+}
 IMAGES = {
     "milvus": r"milvusdb/milvus:v2\.(?:[5-9]|\d\d)\.\d+",
     "etcd": r"quay\.io/coreos/etcd:v3\.\d+\.\d+",
@@ -44,6 +51,8 @@ IMAGES = {
     "rabbitmq": r"rabbitmq:4\.\d+\.\d+-management",
     "traefik": r"traefik:v3\.\d+\.\d+",
     "attu": r"zilliz/attu:v2\.(?:[5-9]|\d\d)\.\d+",
+    "prometheus": r"prom/prometheus:v3\.\d+\.\d+",
+    "grafana": r"grafana/grafana-oss:\d+\.\d+\.\d+",
 }
 # Variables outside Settings that an Idios process reads (README, Configuration).
 IDIOS_EXTRAS = {"IDIOS_API_KEY"}

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from idios import __version__
 from idios.api.guard import BodyTooLarge, FrontDoor, host_patterns
+from idios.api.observe import Observe
 from idios.api.routes import ROUTERS
 from idios.auth import KeyRing
 from idios.config import Settings
@@ -118,4 +119,6 @@ def create_app(settings: Settings, transport: Transport) -> FastAPI:
     hosts = host_patterns(settings)  # a bad IDIOS_ALLOWED_HOSTS fails here, not at the first request
     routes = [route for router in ROUTERS for route in router.routes]
     app.add_middleware(FrontDoor, routes=routes, settings=settings, keys=app.state.keys, hosts=hosts)
+    # Outermost: every answer is counted and has an id, the front door's refusals too.
+    app.add_middleware(Observe, routes=[*routes, *app.router.routes])
     return app

@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
 
-from idios import pages, specs
+from idios import metrics, pages, specs
 from idios.api.deps import JobsDep, JobSender, NewUrlsDep, SpecDep, TransportDep
 from idios.api.schemas import (
     FLIP,
@@ -137,6 +137,24 @@ async def ping(
         request.app.state.keys.check(presented, "read")
         return await jobs.run(PingArgs())
     return "pong"
+
+
+@router.get(
+    "/metrics",
+    dependencies=READ,
+    responses={**AUTH_ERRORS, 200: {"content": {metrics.CONTENT_TYPE_LATEST: {}}, "description": "The metrics"}},
+    response_class=Response,
+    summary="Prometheus metrics of this process (and, from the broker, its queues)",
+    description="The Prometheus text format: HTTP requests by route and status, jobs by operation and outcome, "
+    "queue depths, and in `idios serve` the worker's too (downloads, forward passes, Milvus calls, model "
+    "status). Each worker answers its own at `/metrics` on its health port. Needs a read key when the server "
+    "has keys configured.",
+)
+async def get_metrics(transport: TransportDep) -> Response:
+    for (model, lane), (consumers, waiting) in (await transport.queue_state()).items():
+        metrics.QUEUE_CONSUMERS.labels(model, lane).set(consumers)
+        metrics.QUEUE_MESSAGES.labels(model, lane).set(waiting)
+    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
 @router.get(

@@ -32,3 +32,8 @@ class Transport(ABC):
     async def ready(self, model: str | None, *, admit: bool = False) -> None:
         """Raise Unavailable (503) when no worker could take a job for this model right now, or,
         with `admit`, when too many ingestion jobs are waiting already (back-pressure)."""
+
+    async def queue_state(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """{(model, lane): (consumers, waiting jobs)} of the broker's queues, for the metrics; none
+        without a broker."""
+        return {}

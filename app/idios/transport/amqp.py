@@ -186,6 +186,14 @@ class AmqpTransport(Transport):
         self._fresh.pop(name, None)
         return state
 
+    async def queue_state(self) -> dict[tuple[str, str], tuple[int, int]]:
+        state: dict[tuple[str, str], tuple[int, int]] = {}
+        for model in SPECS:
+            for lane in LANES:
+                with contextlib.suppress(Unavailable):  # the broker is away: those gauges keep their last value
+                    state[model, lane] = await self._queue_state(queue_name(self.settings.queue_prefix, model, lane))
+        return state
+
     async def _consumer_count(self, name: str) -> int:
         return (await self._queue_state(name))[0]
 
