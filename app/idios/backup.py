@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +11,8 @@ import httpx
 import orjson
 from tqdm import tqdm
 
-TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+from idios.client import ApiError, Client
+
 IN_FLIGHT = 2
 # A restore request holds at most `--batch` rows and about this many bytes of them: rows with much
 # metadata (up to 65,535 bytes each) would otherwise pass the server's default body limit (32 MiB)
@@ -21,22 +21,9 @@ IN_FLIGHT = 2
 REQUEST_BYTES = 8 * 1024 * 1024
 
 
-def api_client(api: str) -> httpx.Client:
-    """An HTTP client of the API at `api`, with the key in IDIOS_API_KEY."""
-    headers = {}
-    key = os.environ.get("IDIOS_API_KEY")
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    return httpx.Client(base_url=api.rstrip("/"), timeout=TIMEOUT, headers=headers)
-
-
-def check(response: httpx.Response) -> httpx.Response:
-    """The response; SystemExit with its method, path, status and body when the server refused it."""
-    if response.is_error:
-        raise SystemExit(
-            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
-        )
-    return response
+def refused(error: ApiError) -> SystemExit:
+    """The one line a command exits with when the server refused it."""
+    return SystemExit(str(error))
 
 
 class DumpFiles:
@@ -87,40 +74,30 @@ def _after_nth_newline(data: bytes, n: int) -> int:
     return index + 1
 
 
-def dump(api: str, model: str, directory: Path, batch: int) -> int:
+def dump(api: str | None, model: str, directory: Path, batch: int) -> int:
     """Write files `MODEL-000000.jsonl`, ... of `batch` entries each, ascending by url, from one
     streamed response; the lines are written as the server sent them, never parsed."""
     directory.mkdir(parents=True, exist_ok=True)
     files = DumpFiles(directory, model, batch)
-    with api_client(api) as client:
-        total = check(client.get(f"/models/{model}/count")).json()
-        with (
-            tqdm(total=total, unit="entries", desc=f"dump {model}") as progress,
-            client.stream("GET", f"/models/{model}/dump.jsonl") as response,
-        ):
-            if response.is_error:
-                response.read()
-                check(response)
-            tail = b""
-            try:
-                for chunk in response.iter_bytes():
-                    buffer = tail + chunk
-                    end = buffer.rfind(b"\n") + 1
-                    tail = buffer[end:]
-                    if end:
-                        progress.update(files.write(buffer[:end]))
-            except httpx.HTTPError as exc:
-                raise SystemExit(
-                    f"the dump broke off after {progress.n} entries ({type(exc).__name__}: {exc}); "
-                    f"the {files.part} files without .part are whole"
-                ) from None
-            if tail:
-                raise SystemExit(f"the dump ended inside an entry after {progress.n} entries")
+    with Client(api) as client:
+        try:
+            total = client.count(model)
+            with tqdm(total=total, unit="entries", desc=f"dump {model}") as progress:
+                try:
+                    for line in client.dump_lines(model):
+                        progress.update(files.write(line + b"\n"))
+                except httpx.HTTPError as exc:
+                    raise SystemExit(
+                        f"the dump broke off after {progress.n} entries ({type(exc).__name__}: {exc}); "
+                        f"the {files.part} files without .part are whole"
+                    ) from None
+        except ApiError as exc:
+            raise refused(exc) from None
         files.close()
     return 0
 
 
-def restore(api: str, model: str, directory: Path, batch: int) -> int:
+def restore(api: str | None, model: str, directory: Path, batch: int) -> int:
     """Send every `*.jsonl` file of the directory to /restore, `batch` entries a request (fewer where
     they are large: REQUEST_BYTES).
 
@@ -131,23 +108,22 @@ def restore(api: str, model: str, directory: Path, batch: int) -> int:
         raise SystemExit(f"no .jsonl files in {directory}")
     total = sum(1 for path in files for line in path.open("rb") if line.strip())
     with (
-        api_client(api) as client,
+        Client(api) as client,
         tqdm(total=total, unit="entries", desc=f"restore {model}") as progress,
         ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="restore") as senders,
     ):
         pending: deque[Future[int]] = deque()
 
         def send(rows: list[Any]) -> int:
-            body = orjson.dumps(rows)
-            response = client.post(
-                f"/models/{model}/restore", content=body, headers={"content-type": "application/json"}
-            )
-            if response.status_code == 413 and len(rows) > 1:
-                # Larger than the server takes (its body limit, or its broker's message limit, which
-                # this side cannot know): the halves, one after the other.
-                half = len(rows) // 2
-                return send(rows[:half]) + send(rows[half:])
-            check(response)
+            try:
+                client.restore(model, rows)
+            except ApiError as exc:
+                if exc.status == 413 and len(rows) > 1:
+                    # Larger than the server takes (its body limit, or its broker's message limit, which
+                    # this side cannot know): the halves, one after the other.
+                    half = len(rows) // 2
+                    return send(rows[:half]) + send(rows[half:])
+                raise refused(exc) from None
             return len(rows)
 
         def submit(rows: list[Any]) -> None:

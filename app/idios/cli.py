@@ -112,6 +112,108 @@ def worker(settings: Settings) -> None:
         run_worker(settings.model_copy(update={"milvus_uri": uri}))
 
 
+API_HELP = "API base url (default: IDIOS_API, else http://127.0.0.1:4213); the key is IDIOS_API_KEY"
+
+
+def _everyday_commands(commands: Any) -> None:
+    """`idios add`, `idios search`, `idios reindex` (idios.commands)."""
+    raw = argparse.RawDescriptionHelpFormatter
+    add = commands.add_parser(
+        "add",
+        help="add every url of a file (text, CSV or JSON Lines) to MODEL",
+        formatter_class=raw,
+        description="Sends the urls of FILE to MODEL in batches (add_bulk), several at once, with a progress bar.\n"
+        "FILE: .txt (a url a line), .csv (a 'url' column; the other columns become metadata) or .jsonl\n"
+        '({"url": ..., "metadata": {...}} a line). Urls that fail go to --failures with their reason.\n\n'
+        "examples:\n"
+        "  idios add vit_b32 urls.txt\n"
+        "  idios add copydetect catalogue.csv --concurrency 8 --failures rejected.jsonl\n"
+        "  idios add vit_b32 urls.txt --resume        # after an interruption: skips what was done",
+    )
+    add.add_argument("model")
+    add.add_argument("file", type=Path)
+    add.add_argument("--batch", type=int, default=64, help="urls a request (default %(default)s)")
+    add.add_argument("--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
+    add.add_argument("--resume", action="store_true", help="continue from FILE.MODEL.checkpoint")
+    add.add_argument("--failures", type=Path, default=Path("failed.jsonl"), help="default %(default)s")
+    add.add_argument("--api", help=API_HELP)
+    search = commands.add_parser(
+        "search",
+        help="search MODEL by an image url, an image file or a text",
+        formatter_class=raw,
+        description="Prints the hits as a table (or --json).\n\nexamples:\n"
+        "  idios search vit_b32 https://example.com/cat.jpg\n"
+        "  idios search copydetect photo.jpg --flip --limit 5\n"
+        "  idios search vit_b32 --text 'a red bicycle' --json",
+    )
+    search.add_argument("model")
+    search.add_argument("query", nargs="?", help="an image url (http:// or https://) or an image file")
+    search.add_argument("--text", help="search by this text instead (CLIP models)")
+    search.add_argument("--limit", type=int, default=10, help="hits (default %(default)s)")
+    search.add_argument("--flip", action="store_true", help="also search the mirrored image")
+    search.add_argument("--filter", help='metadata equalities as a JSON object, e.g. \'{"tags": "letter"}\'')
+    search.add_argument("--json", action="store_true", help="the hits as JSON")
+    search.add_argument("--api", help=API_HELP)
+    reindex = commands.add_parser(
+        "reindex",
+        help="embed every url stored in FROM into TO too, with its metadata",
+        formatter_class=raw,
+        description="Walks FROM's stored urls (a page at a time) and adds each to TO with its metadata: the way\n"
+        "to a new model without sending the urls again. Images are downloaded again.\n\nexamples:\n"
+        "  idios reindex vit_b32 vit_l14\n"
+        "  idios reindex vit_b32 copydetect --resume",
+    )
+    reindex.add_argument("source", metavar="FROM")
+    reindex.add_argument("target", metavar="TO")
+    reindex.add_argument("--batch", type=int, default=64, help="urls a request (default %(default)s)")
+    reindex.add_argument("--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
+    reindex.add_argument("--resume", action="store_true", help="continue from the last url done (--state)")
+    reindex.add_argument("--state", type=Path, help="checkpoint file (default .idios-reindex-FROM-TO.json)")
+    reindex.add_argument("--failures", type=Path, default=Path("failed.jsonl"), help="default %(default)s")
+    reindex.add_argument("--api", help=API_HELP)
+
+
+def _run_everyday(args: argparse.Namespace) -> int:
+    from idios import commands
+
+    if args.command == "add":
+        if not args.file.is_file():
+            raise SystemExit(f"no such file: {args.file}")
+        return commands.add(
+            args.api,
+            args.model,
+            args.file,
+            batch=args.batch,
+            concurrency=args.concurrency,
+            resume=args.resume,
+            failures=args.failures,
+        )
+    if args.command == "search":
+        if (args.query is None) == (args.text is None):
+            raise SystemExit("give an image url or file, or --text, not both")
+        return commands.search(
+            args.api,
+            args.model,
+            args.query,
+            args.text,
+            limit=args.limit,
+            flip=args.flip,
+            filter=args.filter,
+            as_json=args.json,
+        )
+    state = args.state or Path(f".idios-reindex-{args.source}-{args.target}.json")
+    return commands.reindex(
+        args.api,
+        args.source,
+        args.target,
+        batch=args.batch,
+        concurrency=args.concurrency,
+        resume=args.resume,
+        failures=args.failures,
+        state=state,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="idios", description="Self-hosted reverse image search.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -125,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         sub = commands.add_parser(name, help=what)
         sub.add_argument("model")
         sub.add_argument("directory", type=Path)
-        sub.add_argument("--api", default="http://127.0.0.1:4213", help="API base url (default %(default)s)")
+        sub.add_argument("--api", help=API_HELP)
         sub.add_argument("--batch", type=int, default=1000, help="entries per request and per file")
     walk = commands.add_parser(
         "duplicates",
@@ -135,12 +237,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     walk.add_argument("model")
     walk.add_argument("--out", type=Path, default=Path("duplicates.jsonl"), help="output file (default %(default)s)")
-    walk.add_argument("--api", default="http://127.0.0.1:4213", help="API base url (default %(default)s)")
+    walk.add_argument("--api", help=API_HELP)
     walk.add_argument(
         "--min-similarity", type=float, help="similarity from which images are copies (default: the model's)"
     )
     walk.add_argument("--page", type=int, default=100, help="stored urls examined per request (default %(default)s)")
     walk.add_argument("--after", help="resume after this url (a walk that stopped prints it), appending to --out")
+    _everyday_commands(commands)
     keygen = commands.add_parser("hash-key", help="make an API key (or hash a given one) for IDIOS_API_KEYS")
     keygen.add_argument("key", nargs="?", help="the key to hash (default: a new random key)")
     keygen.add_argument("--scope", choices=["read", "write"], default="read")
@@ -175,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
                 args.api, args.model, args.out, min_similarity=args.min_similarity, page=args.page, after=args.after
             )
         )
+    elif args.command in ("add", "search", "reindex"):
+        sys.exit(_run_everyday(args))
     elif args.command == "hash-key":
         from idios.auth import hash_key, new_key
 

@@ -73,6 +73,8 @@ def configure(level: str, log_format: LogFormat) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.captureWarnings(True)  # a library's warnings as log lines, in the same format
+    # httpx logs every request at INFO: each image a worker downloads, each call a command makes.
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers.clear()

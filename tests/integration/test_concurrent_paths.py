@@ -3,7 +3,6 @@ of an in-process Idios against the real Milvus (the `make_app` fixture of test_p
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from pathlib import Path
@@ -13,6 +12,7 @@ import orjson
 import pytest
 
 from idios import backup, expr
+from idios.client import Client
 from idios.transport.queues import decode, encode_job
 
 from tests.integration.test_paging import JSON, bits_rows, make_app, paged_dump, restore  # noqa: F401 (make_app is a fixture)
@@ -53,7 +53,7 @@ def test_idios_restore_sends_what_the_server_takes_of_rows_it_dumped(make_app, t
     urls = [f"http://{IMAGE_HOST}/{key}/{i:03d}" for i in range(120)]
     rows = bits_rows(urls, seed=3, metadata=lambda i: {"i": i, "text": "m" * 60_000})
     (tmp_path / "phash-000000.jsonl").write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
-    monkeypatch.setattr(backup, "api_client", lambda api: contextlib.nullcontext(app.client))
+    monkeypatch.setattr(backup, "Client", lambda api: Client(http=app.client))
 
     assert backup.restore("http://testserver", "phash", tmp_path, 1000) == 0
     dumped = paged_dump(app.client, "phash", limit=1000)
