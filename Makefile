@@ -79,8 +79,8 @@ format: $(VENV)/.dev ## format the code
 	$(BIN)/ruff format app tests benchmarks
 	$(BIN)/ruff check --fix app tests benchmarks
 
-doc: $(VENV)/.serve ## regenerate doc/openapi.yaml, doc/api.html and the README's settings table
-	env -u IDIOS_LOG_LEVEL $(BIN)/idios openapi --out doc --readme README.md
+doc: $(VENV)/.serve ## regenerate doc/openapi.yaml, doc/api.html and the settings table of doc/configuration.md
+	env -u IDIOS_LOG_LEVEL $(BIN)/idios openapi --out doc --settings-table doc/configuration.md
 
 up: ## start the development stack on this machine (docker/docker-compose.dev.yml, docker/dev.env)
 	$(call compose,dev) up -d --build

@@ -247,9 +247,14 @@ def main(argv: list[str] | None = None) -> None:
     keygen = commands.add_parser("hash-key", help="make an API key (or hash a given one) for IDIOS_API_KEYS")
     keygen.add_argument("key", nargs="?", help="the key to hash (default: a new random key)")
     keygen.add_argument("--scope", choices=["read", "write"], default="read")
-    doc = commands.add_parser("openapi", help="write the static API reference")
+    doc = commands.add_parser("openapi", help="write the static API reference and the settings table")
     doc.add_argument("--out", type=Path, default=Path("doc"), help="output directory (default %(default)s)")
-    doc.add_argument("--readme", type=Path, help="also refresh the settings table of this README")
+    doc.add_argument(
+        "--settings-table",
+        type=Path,
+        help="refresh the settings table between the markers of this page (default: OUT/configuration.md, "
+        "when it exists)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -288,13 +293,17 @@ def main(argv: list[str] | None = None) -> None:
             print(f"key:   {key}")
         print(f"entry: {args.scope}:{hash_key(key)}")
     elif args.command == "openapi":
-        from idios.openapi import update_readme, write_reference
+        from idios.openapi import update_settings_table, write_reference
 
         for path in write_reference(Settings(_env_file=None), args.out):
             print(path)
-        if args.readme:
-            update_readme(args.readme)
-            print(args.readme)
+        table = args.settings_table or args.out / "configuration.md"
+        if args.settings_table or table.is_file():
+            try:
+                update_settings_table(table)
+            except (OSError, ValueError) as exc:
+                sys.exit(f"cannot refresh the settings table: {exc}")
+            print(table)
 
 
 if __name__ == "__main__":

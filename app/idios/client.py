@@ -32,7 +32,16 @@ import orjson
 from pydantic import TypeAdapter
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from idios.api.schemas import BulkResult, Comparison, DumpRow, DuplicateGroup, DuplicatesPage, ModelInfo, SearchHit
+from idios.api.schemas import (
+    BulkResult,
+    BulkSearchAnswer,
+    Comparison,
+    DumpRow,
+    DuplicateGroup,
+    DuplicatesPage,
+    ModelInfo,
+    SearchHit,
+)
 
 DEFAULT_API = "http://127.0.0.1:4213"
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
@@ -43,6 +52,7 @@ T = TypeVar("T")
 _hits = TypeAdapter(list[SearchHit])
 _models = TypeAdapter(list[ModelInfo])
 _rows = TypeAdapter(list[DumpRow])
+_answers = TypeAdapter(list[BulkSearchAnswer])
 
 
 class ApiError(Exception):
@@ -133,6 +143,14 @@ class _Calls:
     ) -> _Call[list[SearchHit]]:
         body = _options(url=url, text=text, image=_b64(image), **options)
         return _Call("POST", f"/models/{model}/search", lambda r: _hits.validate_json(r.content), json=body)
+
+    @staticmethod
+    def search_bulk(model: str, queries: list[dict[str, Any]]) -> _Call[list[BulkSearchAnswer]]:
+        body = [
+            {**query, "image": _b64(query["image"])} if isinstance(query.get("image"), bytes) else query
+            for query in queries
+        ]
+        return _Call("POST", f"/models/{model}/search_bulk", lambda r: _answers.validate_json(r.content), json=body)
 
     @staticmethod
     def compare(model: str, first: str | bytes, second: str | bytes, *, flip: bool) -> _Call[Comparison]:
@@ -287,6 +305,11 @@ class Client:
         """The stored images most like one query: a url, a text or an image's bytes."""
         options = _options(limit=limit, offset=offset, min_similarity=min_similarity, filter=filter, flip=flip)
         return self._run(_Calls.search(model, url, text, image, **options))
+
+    def search_bulk(self, model: str, queries: list[dict[str, Any]]) -> list[BulkSearchAnswer]:
+        """Many searches in one request (each a search body: url, text or image bytes, and options),
+        answered in order, each with its hits or its own error."""
+        return self._run(_Calls.search_bulk(model, queries))
 
     def compare(self, model: str, first: str | bytes, second: str | bytes, *, flip: bool = False) -> Comparison:
         """How alike two images are (each a url or its bytes), and where they match (copydetect)."""
@@ -450,6 +473,9 @@ class AsyncClient:
     ) -> list[SearchHit]:
         options = _options(limit=limit, offset=offset, min_similarity=min_similarity, filter=filter, flip=flip)
         return await self._run(_Calls.search(model, url, text, image, **options))
+
+    async def search_bulk(self, model: str, queries: list[dict[str, Any]]) -> list[BulkSearchAnswer]:
+        return await self._run(_Calls.search_bulk(model, queries))
 
     async def compare(self, model: str, first: str | bytes, second: str | bytes, *, flip: bool = False) -> Comparison:
         return await self._run(_Calls.compare(model, first, second, flip=flip))

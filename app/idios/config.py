@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     )
     max_bulk_items: int = Field(1000, gt=0, description="Most items in one add_bulk request.")
     max_restore_rows: int = Field(10000, gt=0, description="Most rows in one restore request.")
+    max_bulk_queries: int = Field(100, gt=0, description="Most queries in one search_bulk request.")
 
     # Transport
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ connection URL.")
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads of each forward pass; the model runs IDIOS_MODEL_THREADS / this many batches side by "
         "side. One thread per pass gives the most images/s on CPU; more make a single search's pass faster "
-        "(README: Performance). 0: one pass at a time on all of them.",
+        "(doc/benchmarks.md). 0: one pass at a time on all of them.",
     )
     runtime: Literal["onnx", "torch"] = Field(
         "onnx",
@@ -136,7 +137,7 @@ class Settings(BaseSettings):
     quantize: Literal["none", "int8"] = Field(
         "int8",
         description="'int8' stores the CLIP models' matrix weights as 8-bit integers (dynamic quantisation, "
-        "CPU): less memory and faster passes, embeddings close to float32's (README: Performance). 'none' "
+        "CPU): less memory and faster passes, embeddings close to float32's (doc/benchmarks.md). 'none' "
         "keeps float32 (the exact reference vectors). A GPU ignores it and "
         "follows IDIOS_GPU_PRECISION. ResNet-50 and phash are unaffected.",
     )
@@ -145,7 +146,7 @@ class Settings(BaseSettings):
         description="How the CLIP models compute on a GPU (IDIOS_RUNTIME=torch): 'float16' casts the model "
         "to half precision, as OpenAI's own CLIP runs on a GPU; 'tf32' keeps float32 weights and lets "
         "matrix products round their inputs to TF32; 'float32' gives the exact reference vectors "
-        "(figures: README, Performance).",
+        "(figures: doc/benchmarks.md).",
     )
 
     # Image fetching
@@ -187,7 +188,7 @@ class Settings(BaseSettings):
         description="Bytes of decoded images a worker holds at once, over all its decodes (each image's cost is "
         "estimated from its header: width x height x bytes per pixel of its mode, plus decoder buffers and the "
         "RGB result); further decodes wait their turn, and an image costing more than all of it is refused "
-        "(413). README: Image fetching safety says what the largest images cost.",
+        "(413). doc/security.md says what the largest images cost.",
     )
     decode_timeout: float = Field(
         10.0,

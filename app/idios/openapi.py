@@ -1,5 +1,5 @@
 """Generated documentation: `doc/openapi.yaml`, a self-contained HTML page made from it, and the
-README's table of settings."""
+table of settings in `doc/configuration.md`."""
 
 from __future__ import annotations
 
@@ -133,9 +133,11 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
-def update_readme(path: Path) -> None:
-    """Replace the README's settings table (between the markers) with the generated one."""
+def update_settings_table(path: Path) -> None:
+    """Replace the settings table of a markdown page (between the markers) with the generated one."""
     text = path.read_text(encoding="utf-8")
+    if text.count(SETTINGS_START) != 1 or text.count(SETTINGS_END) != 1:
+        raise ValueError(f"{path} needs one {SETTINGS_START} and one {SETTINGS_END}")
     head, rest = text.split(SETTINGS_START, 1)
     _, tail = rest.split(SETTINGS_END, 1)
     path.write_text(f"{head}{SETTINGS_START}\n{settings_table()}\n{SETTINGS_END}{tail}", encoding="utf-8")

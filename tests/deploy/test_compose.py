@@ -54,7 +54,7 @@ IMAGES = {
     "prometheus": r"prom/prometheus:v3\.\d+\.\d+",
     "grafana": r"grafana/grafana-oss:\d+\.\d+\.\d+",
 }
-# Variables outside Settings that an Idios process reads (README, Configuration).
+# Variables outside Settings that an Idios process reads (doc/configuration.md).
 IDIOS_EXTRAS = {"IDIOS_API_KEY"}
 # Variables that Traefik's dynamic configuration reads (besides the shared IDIOS_MAX_BODY_BYTES).
 TRAEFIK_VARS = {

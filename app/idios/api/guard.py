@@ -80,6 +80,7 @@ def body_limits(settings: Settings) -> dict[str, tuple[int, str]]:
             f"{BULK_ITEM_BYTES // KIB} KiB per item of IDIOS_MAX_BULK_ITEMS; send fewer items per request",
         ),
         "search": (min(message, _base64_size(image) + JOB_MARGIN), "a base64 image in one broker message"),
+        "search_bulk": (settings.max_body_bytes, "IDIOS_MAX_BODY_BYTES; send fewer queries per request"),
         "compare": (min(message, 2 * _base64_size(image) + JOB_MARGIN), "two base64 images in one broker message"),
         "search_upload": (
             min(message * 3 // 4, image + FORM_MARGIN),

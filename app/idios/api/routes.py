@@ -23,12 +23,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from idios import metrics, pages, specs
 from idios.api.deps import JobsDep, JobSender, NewUrlsDep, SpecDep, TransportDep
+from idios.api.guard import body_limits
 from idios.api.schemas import (
     FLIP,
     MAX_PAGE,
     AddRequest,
     BulkFailure,
     BulkResult,
+    BulkSearchAnswer,
     CompareRequest,
     Comparison,
     Cursor,
@@ -38,6 +40,7 @@ from idios.api.schemas import (
     ErrorBody,
     ModelInfo,
     PageRequest,
+    QueryError,
     RemoveRequest,
     RestoreRow,
     SearchHit,
@@ -343,6 +346,57 @@ async def _search(jobs: JobSender, spec: ModelSpec, args: SearchArgs) -> list[Se
 )
 async def search(spec: SpecDep, jobs: JobsDep, body: SearchRequest) -> list[SearchHit]:
     return await _search(jobs, spec, SearchArgs(**body.model_dump()))
+
+
+SEARCH_BULK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/SearchRequest"}}}
+        },
+    }
+}
+# Queries of one search_bulk searching at once: the others wait, so one request cannot take every worker.
+SEARCH_BULK_IN_FLIGHT = 4
+
+
+@model_router.post(
+    "/search_bulk",
+    dependencies=READ,
+    responses=AUTH_ERRORS,
+    summary="Many searches in one request, answered in order, each with its hits or its own error",
+    description="Up to IDIOS_MAX_BULK_QUERIES queries, each a search body (url, text or base64 image, with its "
+    "options). Each is answered `{hits}` or `{error: {status, type, msg}}` in the order sent: a bad query fails "
+    "alone. The request itself is refused only when it is too large or no worker can take any query (503).",
+    openapi_extra=SEARCH_BULK_BODY,
+)
+async def search_bulk(spec: SpecDep, jobs: JobsDep, body: Annotated[list[Any], Body()]) -> list[BulkSearchAnswer]:
+    settings = jobs.settings
+    if len(body) > settings.max_bulk_queries:
+        raise TooLarge(
+            f"at most {settings.max_bulk_queries} queries per request, got {len(body)}", type="too_many_queries"
+        )
+    await jobs.transport.ready(spec.name)
+    image_limit = body_limits(settings)["search"][0]  # each query is one job: one broker message
+    gate = asyncio.Semaphore(SEARCH_BULK_IN_FLIGHT)
+
+    async def one(raw: Any) -> BulkSearchAnswer:
+        try:
+            query = SearchRequest.model_validate(raw)
+            if query.image is not None and len(query.image) > image_limit:
+                raise TooLarge(
+                    f"this query's image is larger than {image_limit} bytes of base64, the limit of one search",
+                    type="image_too_large",
+                )
+            async with gate:
+                return BulkSearchAnswer(hits=await _search(jobs, spec, SearchArgs(**query.model_dump())))
+        except ValidationError as exc:
+            msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'query'}: {e['msg']}" for e in exc.errors())
+            return BulkSearchAnswer(error=QueryError(status=422, type="invalid_query", msg=msg[:1000]))
+        except IdiosError as exc:
+            return BulkSearchAnswer(error=QueryError(status=exc.status, type=exc.type, msg=exc.msg))
+
+    return list(await asyncio.gather(*(one(raw) for raw in body)))
 
 
 @model_router.post(

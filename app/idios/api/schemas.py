@@ -172,6 +172,19 @@ class SearchHit(BaseModel):
     match: MatchInfo | None = Field(None, description="Where the query matches the hit (copydetect).")
 
 
+class QueryError(BaseModel):
+    status: int = Field(description="The HTTP status this query alone would have been answered with.")
+    type: str
+    msg: str
+
+
+class BulkSearchAnswer(BaseModel):
+    """One query's answer in a search_bulk: its hits, or its error."""
+
+    hits: list[SearchHit] | None = None
+    error: QueryError | None = None
+
+
 class CompareRequest(Strict):
     """Each side is a url or an image sent as base64."""
 
