@@ -22,6 +22,7 @@ it its own way, as httpx's Client and AsyncClient do.
 from __future__ import annotations
 
 import base64
+import math
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ from idios.api.schemas import (
 
 DEFAULT_API = "http://127.0.0.1:4213"
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+# The longest line of a streamed dump taken: a stored row is at most about 200 KB (metadata up to
+# 64 KiB, a copydetect row's keypoints 12 KB); a line past this is a server gone wrong.
+MAX_LINE_BYTES = 4 * 1024 * 1024
 # Retry-After caps what a client waits between tries, whatever a server (or a proxy) asks.
 MAX_RETRY_WAIT = 60.0
 T = TypeVar("T")
@@ -73,6 +77,8 @@ class ApiError(Exception):
         try:
             retry_after: float | None = float(response.headers["retry-after"])
         except (KeyError, ValueError):
+            retry_after = None
+        if retry_after is not None and not math.isfinite(retry_after):  # nan would sleep forever
             retry_after = None
         return cls(response.request.method, response.request.url.path, response.status_code, kind, msg, retry_after)
 
@@ -326,9 +332,9 @@ class Client:
         cursor = after
         while True:
             found = self._run(_Calls.urls(model, cursor, page))
-            yield from found
-            if len(found) < page:
+            if not found:  # a short page is not the end: the server sends what fits one broker message
                 return
+            yield from found
             cursor = found[-1]
 
     def dump_lines(self, model: str) -> Iterator[bytes]:
@@ -376,9 +382,17 @@ def _lines(response: httpx.Response) -> Iterator[bytes]:
         buffer = tail + chunk
         end = buffer.rfind(b"\n") + 1
         yield from buffer[:end].splitlines()
-        tail = buffer[end:]
+        tail = _bounded(buffer[end:], response)
     if tail.strip():
         raise ApiError("GET", response.request.url.path, 502, "dump_truncated", "the dump ended inside an entry", None)
+
+
+def _bounded(tail: bytes, response: httpx.Response) -> bytes:
+    if len(tail) > MAX_LINE_BYTES:
+        raise ApiError(
+            "GET", response.request.url.path, 502, "line_too_long", f"a dump line passed {MAX_LINE_BYTES} bytes", None
+        )
+    return tail
 
 
 async def _alines(response: httpx.Response) -> AsyncIterator[bytes]:
@@ -388,7 +402,7 @@ async def _alines(response: httpx.Response) -> AsyncIterator[bytes]:
         end = buffer.rfind(b"\n") + 1
         for line in buffer[:end].splitlines():
             yield line
-        tail = buffer[end:]
+        tail = _bounded(buffer[end:], response)
     if tail.strip():
         raise ApiError("GET", response.request.url.path, 502, "dump_truncated", "the dump ended inside an entry", None)
 
@@ -490,10 +504,10 @@ class AsyncClient:
         cursor = after
         while True:
             found = await self._run(_Calls.urls(model, cursor, page))
+            if not found:
+                return
             for url in found:
                 yield url
-            if len(found) < page:
-                return
             cursor = found[-1]
 
     async def dump_lines(self, model: str) -> AsyncIterator[bytes]:

@@ -17,13 +17,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from idios.api.schemas import BulkResult, SearchHit
 from idios.client import ApiError, Client
 
 Item = tuple[str, dict[str, Any] | None]
+# What stops a command with one line: the server's refusal, no server (refused, reset, timed out),
+# or an answer that is not the API's.
+FAILURES = (ApiError, httpx.HTTPError, ValidationError, ValueError)
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, ApiError):
+        return str(error)
+    if isinstance(error, httpx.HTTPError):
+        return f"the API at {_where(error)} did not answer: {type(error).__name__}: {error}"
+    return f"the API's answer was not what Idios sends: {type(error).__name__}"
+
+
+def _where(error: httpx.HTTPError) -> str:
+    try:
+        return str(error.request.url.copy_with(path="/", query=None))
+    except RuntimeError:  # no request attached
+        return "the given address"
 
 
 # reading the input
@@ -33,7 +55,7 @@ def read_items(path: Path) -> Iterator[Item]:
     """(url, metadata) of each entry of a text file (a url a line), a CSV file (a `url` column; the
     other non-empty columns become metadata) or a JSON Lines file ({url, metadata}), by its suffix."""
     suffix = path.suffix.lower()
-    with path.open(encoding="utf-8", newline="") as lines:
+    with path.open(encoding="utf-8-sig", newline="") as lines:  # -sig: a spreadsheet's byte-order mark
         if suffix == ".csv":
             rows = csv.DictReader(lines)
             if not rows.fieldnames or "url" not in rows.fieldnames:
@@ -174,19 +196,18 @@ def add(
     with Client(api) as client:
         try:
             client.count(model)  # the model exists and the key may read it, before the bar starts
-        except ApiError as exc:
-            raise SystemExit(str(exc)) from None
+        except FAILURES as exc:
+            raise SystemExit(_why(exc)) from None
         sender = BatchSender(client, model, concurrency, failures, checkpoint)
         with tqdm(total=total, initial=checkpoint.done, unit="urls", desc=f"add {model}", smoothing=0.1) as progress:
             try:
                 for each in _batches(items, batch):
                     sender.send(each, progress)
                 tally = sender.finish(progress)
-            except (ApiError, KeyboardInterrupt) as exc:
+            except (*FAILURES, KeyboardInterrupt) as exc:
                 sender.abandon()
-                why = str(exc) if isinstance(exc, ApiError) else "interrupted"
                 raise SystemExit(
-                    f"{why}\n{checkpoint.done:,} urls done; continue with --resume (checkpoint {checkpoint.path})"
+                    f"{_why(exc)}\n{checkpoint.done:,} urls done; continue with --resume (checkpoint {checkpoint.path})"
                 ) from None
     checkpoint.path.unlink(missing_ok=True)
     print(
@@ -218,8 +239,8 @@ def reindex(
         try:
             total = client.count(source)
             client.count(target)
-        except ApiError as exc:
-            raise SystemExit(str(exc)) from None
+        except FAILURES as exc:
+            raise SystemExit(_why(exc)) from None
         sender = BatchSender(client, target, concurrency, failures, checkpoint)
         with tqdm(total=total, initial=checkpoint.done, unit="urls", desc=f"{source} → {target}") as progress:
             try:
@@ -227,10 +248,11 @@ def reindex(
                     items: list[Item] = [(row.url, row.metadata or None) for row in rows]
                     sender.send(items, progress, last_url=rows[-1].url)
                 tally = sender.finish(progress)
-            except (ApiError, KeyboardInterrupt) as exc:
+            except (*FAILURES, KeyboardInterrupt) as exc:
                 sender.abandon()
-                why = str(exc) if isinstance(exc, ApiError) else "interrupted"
-                raise SystemExit(f"{why}\n{checkpoint.done:,} urls done; continue with --resume ({state})") from None
+                raise SystemExit(
+                    f"{_why(exc)}\n{checkpoint.done:,} urls done; continue with --resume ({state})"
+                ) from None
     state.unlink(missing_ok=True)
     print(
         f"added {tally.added:,}, already stored {tally.found:,}, failed {tally.failed:,}"
@@ -272,8 +294,8 @@ def search(
     with Client(api) as client:
         try:
             hits = client.search(model, url, text=text, image=image, limit=limit, flip=flip or None, filter=equalities)
-        except ApiError as exc:
-            raise SystemExit(str(exc)) from None
+        except FAILURES as exc:
+            raise SystemExit(_why(exc)) from None
     print(_json(hits) if as_json else table(hits))
     return 0
 

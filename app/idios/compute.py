@@ -146,7 +146,9 @@ def _forward_pass(model: str, fn: Callable[..., list[Any]], images: list[Image],
 
 def _store_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`fn(*args, **kwargs)`, timed under its name (`idios_milvus_call_duration_seconds`)."""
-    call = getattr(fn, "__name__", "call")
+    # module.function: `store.search` (one Milvus call) apart from `copysearch.search` (several, and
+    # the check of the candidates) and `jobs._dump_page` (a page read and encoded).
+    call = f"{getattr(fn, '__module__', '').rpartition('.')[2]}.{getattr(fn, '__name__', 'call')}"
     try:
         with metrics.timed(metrics.MILVUS_SECONDS, call):
             return fn(*args, **kwargs)

@@ -21,17 +21,18 @@ from idios.store import Store
 # finds its nearest stored corners within this many bits of 256 (unrelated ORB descriptors differ in
 # about 128), probing this many lists of the inverted file. All the query's corners take part in the
 # check of the candidates.
-VOTERS = 512
+VOTERS = 256
 NEIGHBOURS = 4
-PROBES = 8
+PROBES = 2
 VOTE_DISTANCE = 64
 # Candidates whose voting pairs are tried for a placement, best voted first: a few dozen cost a few
 # milliseconds, and the original of a copy ranks among the first few.
 PLACED = 48
-# Candidates checked against all their corners: as many as the search asks for, at least MIN_CHECKED
-# (the placement of the voting pairs alone can miss a copy whose corners Milvus's probes missed), at
-# most MAX_CHECKED (each check reads 256 corners and takes a few milliseconds).
-MIN_CHECKED = 8
+# Candidates checked against all their corners (each check reads 256 corners from Milvus and takes
+# a few milliseconds): those whose voting pairs agree on a placement, as many as the search asks for
+# and at most MAX_CHECKED, and the best voted of the others up to MIN_CHECKED in all (the placement
+# of the voting pairs alone can miss a copy whose corners Milvus's probes missed).
+MIN_CHECKED = 4
 MAX_CHECKED = 100
 # A picture stored under many urls has the same corners under each: the vote's nearest corners are a
 # few of them, always the same few. Every url with the keypoints of a hit is a hit too (`Store.twins`).
@@ -52,7 +53,7 @@ def search(store: Store, spec: ModelSpec, query: list[Keypoints], *, count: int,
         return []
     descriptors = np.concatenate([analysis.descriptors for analysis in voters])
     near = store.nearest_corners(spec, descriptors, neighbours=NEIGHBOURS, probes=PROBES, within=VOTE_DISTANCE)
-    ranked = rank(voters, near)[: min(max(count, MIN_CHECKED), MAX_CHECKED)]
+    ranked = checked(rank(voters, near), count)
     found = store.candidates(spec, ranked, filter)
     hits: list[CopyHit] = []
     matches: dict[int, Match] = {}  # the first match of each fingerprint
@@ -76,15 +77,23 @@ def _voters(analysis: Keypoints) -> Keypoints:
     return Keypoints(analysis.points[:VOTERS], analysis.descriptors[:VOTERS], analysis.width, analysis.height)
 
 
-def rank(query: list[Keypoints], near: Neighbours) -> list[int]:
-    """Candidate images, best first: by the pairs that agree on a placement (of the `PLACED` images
-    most voted for), then by votes (query corners that found one of the image's corners)."""
+def rank(query: list[Keypoints], near: Neighbours) -> list[tuple[int, int]]:
+    """Candidate images with how many of their voting pairs agree on a placement (of the `PLACED`
+    images most voted for; 0 for the others), best first: by those pairs, then by votes (query
+    corners that found one of the image's corners)."""
     if not len(near.image):
         return []
     images, votes = _votes(near)
     order = np.lexsort((images, -votes))  # most votes first, ties by id: the same answer every time
     placed = {int(images[i]): _placed(query, near, int(images[i])) for i in order[:PLACED]}
-    return sorted((int(images[i]) for i in order), key=lambda image: -placed.get(image, 0))
+    return sorted(((int(images[i]), placed.get(int(images[i]), 0)) for i in order), key=lambda found: -found[1])
+
+
+def checked(ranked: list[tuple[int, int]], count: int) -> list[int]:
+    """The candidates to check, in rank order: the placed ones (`count` of them, at most
+    MAX_CHECKED), and the next ones up to MIN_CHECKED candidates in all."""
+    placed = sum(1 for _, agreeing in ranked if agreeing)
+    return [image for image, _ in ranked[: max(min(placed, count, MAX_CHECKED), MIN_CHECKED)]]
 
 
 def _votes(near: Neighbours) -> tuple[np.ndarray, np.ndarray]:

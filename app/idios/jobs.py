@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,6 +30,7 @@ from idios.errors import Conflict, IdiosError, Invalid, Timeout, TooLarge
 from idios.images import ImageFetcher
 from idios.loading import LoadedModels, ModelStatus
 from idios.locks import KeyedLocks
+from idios.logs import REQUEST_ID
 from idios.models import Comparison, EmbeddingModel
 from idios.protocol import (
     OPERATIONS,
@@ -75,6 +77,17 @@ class PendingAdd:
 
     args: AddArgs
     redelivered: bool
+    request_id: str = ""  # the batch's lines about this add name its request, not the batch's first
+
+
+@contextlib.contextmanager
+def _serving(pending: PendingAdd) -> Iterator[None]:
+    """Log lines in the block name the request of this add (a batch's task has its first add's)."""
+    token = REQUEST_ID.set(pending.request_id)
+    try:
+        yield
+    finally:
+        REQUEST_ID.reset(token)
 
 
 class JobRunner:
@@ -127,15 +140,17 @@ class JobRunner:
         in_progress = metrics.JOBS_IN_PROGRESS.labels(model, job.lane)
         in_progress.inc()
         started = time.perf_counter()
-        reply = await self._run(job)
-        in_progress.dec()
-        seconds = time.perf_counter() - started
-        metrics.JOB_SECONDS.labels(job.op).observe(seconds)
-        error = None if reply["ok"] else IdiosError.from_wire(reply["error"])
-        outcome = metrics.outcome(error)
-        metrics.JOBS.labels(job.op, outcome).inc()
-        log.debug("%s job of %s: %s in %.1f ms", job.op, job.model or "no model", outcome, 1000 * seconds)
-        return reply
+        outcome = "cancelled"  # the caller stopped waiting (a streamed dump's client went away)
+        try:
+            reply = await self._run(job)
+            outcome = metrics.outcome(None if reply["ok"] else IdiosError.from_wire(reply["error"]))
+            return reply
+        finally:
+            in_progress.dec()
+            seconds = time.perf_counter() - started
+            metrics.JOB_SECONDS.labels(job.op).observe(seconds)
+            metrics.JOBS.labels(job.op, outcome).inc()
+            log.debug("%s job of %s: %s in %.1f ms", job.op, job.model or "no model", outcome, 1000 * seconds)
 
     async def _run(self, job: Job[Any]) -> Reply:
         try:
@@ -210,7 +225,7 @@ class JobRunner:
         A redelivered job (the broker gave it again: a worker died before acking it) recognises
         its own earlier write: a stored entry with the job's metadata answers "added"."""
         model = self.models.get(job.model)
-        pending = PendingAdd(job.args, job.redelivered)
+        pending = PendingAdd(job.args, job.redelivered, job.request_id)
         self.adds_in_flight += 1
         try:
             if job.args.mode == "new":
@@ -266,7 +281,8 @@ class JobRunner:
             if isinstance(image, IdiosError):
                 replies[i] = failed(image)
             elif isinstance(image, BaseException):
-                log.error("fetching %s failed: %r", batch[i].args.url, image)
+                with _serving(batch[i]):
+                    log.error("fetching %s failed: %r", batch[i].args.url, image)
                 replies[i] = failed(IdiosError(f"internal error ({type(image).__name__})", status=500))
             else:
                 images[i] = image
@@ -318,7 +334,8 @@ class JobRunner:
             except IdiosError as exc:
                 refused[batch[i].args.url] = failed(exc)
             except Exception as exc:
-                log.exception("model %s failed on %s", model.spec.name, batch[i].args.url)
+                with _serving(batch[i]):
+                    log.exception("model %s failed on %s", model.spec.name, batch[i].args.url)
                 refused[batch[i].args.url] = failed(IdiosError(f"internal error ({type(exc).__name__})", status=500))
         return vectors, refused
 

@@ -9,6 +9,7 @@ with the task's context, logs its own request's id.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import re
 import sys
@@ -59,7 +60,12 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except TypeError:  # a lone surrogate (a file name that was not UTF-8): escaped, not dropped
+            return json.dumps(line, default=str, ensure_ascii=True)
 
 
 def configure(level: str, log_format: LogFormat) -> None:

@@ -143,3 +143,14 @@ def test_dump_files_split_whole_lines(tmp_path: Path) -> None:
     names = sorted(path.name for path in tmp_path.iterdir())
     assert names == [f"m-{i:06d}.jsonl" for i in range(5)]  # 5+5+5+5+3 lines, no .part left
     assert [(tmp_path / name).read_bytes() for name in names] == [b"".join(lines[i : i + 5]) for i in range(0, 23, 5)]
+
+
+def test_idios_add_reads_files_a_spreadsheet_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
+    from idios.commands import read_items
+
+    (tmp_path / "a.csv").write_bytes("\ufeffurl,tags\nhttp://x/1.jpg,cat\n".encode())
+    (tmp_path / "a.txt").write_bytes("\ufeffhttp://x/1.jpg\n".encode())
+    (tmp_path / "a.jsonl").write_bytes('\ufeff{"url": "http://x/1.jpg"}\n'.encode())
+    assert list(read_items(tmp_path / "a.csv")) == [("http://x/1.jpg", {"tags": "cat"})]
+    assert list(read_items(tmp_path / "a.txt")) == [("http://x/1.jpg", None)]
+    assert list(read_items(tmp_path / "a.jsonl")) == [("http://x/1.jpg", None)]

@@ -77,21 +77,26 @@ def test_the_key_and_the_address_come_from_the_environment(monkeypatch: pytest.M
     monkeypatch.setenv("IDIOS_API_KEY", "secret-key")
     seen, transport = scripted(httpx.Response(200, json=[]))
     with Client(transport=transport) as client:
-        assert list(client.urls("phash")) == []
+        assert list(client.urls("phash")) == []  # one request: an empty page
     assert str(seen[0].url) == "http://from-env.test:4213/models/phash/urls"
     assert seen[0].headers["authorization"] == "Bearer secret-key"
 
 
-def test_urls_pages_until_a_short_page() -> None:
+def test_urls_pages_until_an_empty_page() -> None:
+    """A page shorter than asked is not the end: the server answers what fits one broker message."""
     seen, transport = scripted(
-        httpx.Response(200, json=["a", "b"]), httpx.Response(200, json=["c", "d"]), httpx.Response(200, json=["e"])
+        httpx.Response(200, json=["a", "b"]),
+        httpx.Response(200, json=["c"]),
+        httpx.Response(200, json=["d", "e"]),
+        httpx.Response(200, json=[]),
     )
     with Client("http://idios.test", transport=transport) as client:
         assert list(client.urls("phash", page=2)) == ["a", "b", "c", "d", "e"]
     assert [json.loads(r.content) for r in seen] == [
         {"cursor": None, "limit": 2},
         {"cursor": "b", "limit": 2},
-        {"cursor": "d", "limit": 2},
+        {"cursor": "c", "limit": 2},
+        {"cursor": "e", "limit": 2},
     ]
 
 
@@ -113,3 +118,14 @@ def test_the_async_client_retries_the_same_way() -> None:
             return await client.ping()
 
     assert asyncio.run(main()) == "pong" and len(seen) == 2
+
+
+def test_a_dump_line_without_end_is_refused_before_it_fills_memory() -> None:
+    def endless():
+        yield b'{"url": "a", "metadata": {"x": "'
+        while True:
+            yield b"y" * (1 << 20)
+
+    _seen, transport = scripted(httpx.Response(200, content=endless()))
+    with Client("http://idios.test", transport=transport) as client, pytest.raises(ApiError, match="line_too_long"):
+        list(client.dump_lines("phash"))

@@ -137,3 +137,18 @@ def test_a_picture_stored_under_many_urls_is_found_under_each(store: CornersInMe
     found = sorted(hit.url for hit in hits if hit.match.inliers >= 6)
     assert found == sorted([url("chelsea")] + [url(f"chelsea-{index}") for index in range(5)]), hits
     assert len({hit.match for hit in hits if hit.match.inliers >= 6}) == 1
+
+
+def test_the_placed_candidates_are_checked_and_a_few_others_besides() -> None:
+    """Each check reads an image's corners from Milvus: the candidates whose voting pairs agree on a
+    placement are checked, as many as asked for, and the next ones only up to MIN_CHECKED."""
+    ranked = [(11, 9), (12, 5), (13, 3), (21, 0), (22, 0), (23, 0), (24, 0), (25, 0)]
+    assert copysearch.checked(ranked, 10) == [11, 12, 13, 21]
+    assert copysearch.checked(ranked, 2) == [11, 12, 13, 21]
+    placed = [(image, 9) for image in range(10)]
+    assert copysearch.checked(placed, 6) == list(range(6))
+    unplaced = [(image, 0) for image in range(30, 40)]
+    assert copysearch.checked(unplaced, 10) == [30, 31, 32, 33]
+    many = [(image, 5) for image in range(200)]
+    assert copysearch.checked(many, 500) == list(range(copysearch.MAX_CHECKED))
+    assert copysearch.checked([], 10) == []

@@ -245,3 +245,37 @@ def test_a_restore_whose_columns_do_not_fit_is_a_bad_job(parts: tuple[JobRunner,
     short, unreadable = run(runner, job(rows), job(garbage))
     assert short["error"]["status"] == 422 and short["error"]["type"] == "bad_job"
     assert unreadable["error"]["status"] == 422 and unreadable["error"]["type"] == "bad_job"
+
+
+def test_a_cancelled_job_leaves_the_in_progress_gauge_as_it_found_it() -> None:
+    """A streamed dump cancels its range jobs when its client goes away: the gauge must come back down."""
+    import asyncio
+
+    from idios import metrics
+    from idios.jobs import JobRunner
+    from idios.protocol import CountArgs, Job
+
+    class Stalled(JobRunner):
+        def __init__(self) -> None:  # only what run() uses
+            pass
+
+        async def _run(self, job: Job) -> dict:
+            await asyncio.sleep(60)
+            return {"ok": True, "value": 0}
+
+    gauge = metrics.JOBS_IN_PROGRESS.labels("phash", "light")
+    cancelled = metrics.JOBS.labels("count", "cancelled")
+    before, cancelled_before = gauge._value.get(), cancelled._value.get()
+
+    async def main() -> None:
+        runner = Stalled()
+        tasks = [asyncio.create_task(runner.run(Job.of(CountArgs(), "phash", 30))) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert gauge._value.get() == before + 3
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+    assert gauge._value.get() == before
+    assert cancelled._value.get() == cancelled_before + 3

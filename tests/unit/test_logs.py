@@ -86,3 +86,10 @@ def test_a_job_carries_the_request_id_to_the_worker() -> None:
     forged = {**job.to_wire(), "request_id": "x\nERROR forged"}
     assert Job.from_wire(forged).request_id == ""
     assert Job.from_wire({k: v for k, v in job.to_wire().items() if k != "request_id"}).request_id == ""
+
+
+def test_a_json_line_survives_a_name_that_was_not_utf8(captured, capsys: pytest.CaptureFixture[str]) -> None:
+    captured("json")
+    logging.getLogger("idios.test").warning("cannot read %s", b"caf\xe9.jpg".decode("utf-8", "surrogateescape"))
+    [line] = capsys.readouterr().err.splitlines()
+    assert json.loads(line)["message"].startswith("cannot read caf")
