@@ -132,11 +132,7 @@ def _everyday_commands(commands: Any) -> None:
     )
     add.add_argument("model")
     add.add_argument("file", type=Path)
-    add.add_argument("--batch", type=int, default=64, help="urls a request (default %(default)s)")
-    add.add_argument("--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
-    add.add_argument("--resume", action="store_true", help="continue from FILE.MODEL.checkpoint")
-    add.add_argument("--failures", type=Path, default=Path("failed.jsonl"), help="default %(default)s")
-    add.add_argument("--api", help=API_HELP)
+    _batch_options(add, resume="continue from FILE.MODEL.checkpoint")
     search = commands.add_parser(
         "search",
         help="search MODEL by an image url, an image file or a text",
@@ -165,12 +161,16 @@ def _everyday_commands(commands: Any) -> None:
     )
     reindex.add_argument("source", metavar="FROM")
     reindex.add_argument("target", metavar="TO")
-    reindex.add_argument("--batch", type=int, default=64, help="urls a request (default %(default)s)")
-    reindex.add_argument("--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
-    reindex.add_argument("--resume", action="store_true", help="continue from the last url done (--state)")
+    _batch_options(reindex, resume="continue from the last url done (--state)")
     reindex.add_argument("--state", type=Path, help="checkpoint file (default .idios-reindex-FROM-TO.json)")
-    reindex.add_argument("--failures", type=Path, default=Path("failed.jsonl"), help="default %(default)s")
-    reindex.add_argument("--api", help=API_HELP)
+
+
+def _batch_options(command: argparse.ArgumentParser, *, resume: str) -> None:
+    command.add_argument("--batch", type=int, default=64, help="urls a request (default %(default)s)")
+    command.add_argument("--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
+    command.add_argument("--resume", action="store_true", help=resume)
+    command.add_argument("--failures", type=Path, default=Path("failed.jsonl"), help="default %(default)s")
+    command.add_argument("--api", help=API_HELP)
 
 
 def _run_everyday(args: argparse.Namespace) -> int:

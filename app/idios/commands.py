@@ -199,26 +199,30 @@ def add(
         except FAILURES as exc:
             raise SystemExit(_why(exc)) from None
         sender = BatchSender(client, model, concurrency, failures, checkpoint)
-        with tqdm(total=total, initial=checkpoint.done, unit="urls", desc=f"add {model}", smoothing=0.1) as progress:
-            try:
-                for each in _batches(items, batch):
-                    sender.send(each, progress)
-                tally = sender.finish(progress)
-            except (*FAILURES, KeyboardInterrupt) as exc:
-                sender.abandon()
-                raise SystemExit(
-                    f"{_why(exc)}\n{checkpoint.done:,} urls done; continue with --resume (checkpoint {checkpoint.path})"
-                ) from None
+        batches = ((each, None) for each in _batches(items, batch))
+        return _send_all(sender, batches, total, f"add {model}")
+
+
+def _send_all(
+    sender: BatchSender, batches: Iterable[tuple[list[Item], str | None]], total: int | None, what: str
+) -> int:
+    """Send every batch (with the last url it holds, for a walk's checkpoint) under a progress bar;
+    stop with one line and the way to resume when the server refuses or the user interrupts."""
+    checkpoint = sender.checkpoint
+    with tqdm(total=total, initial=checkpoint.done, unit="urls", desc=what, smoothing=0.1) as progress:
+        try:
+            for items, last_url in batches:
+                sender.send(items, progress, last_url=last_url)
+            tally = sender.finish(progress)
+        except (*FAILURES, KeyboardInterrupt) as exc:
+            sender.abandon()
+            raise SystemExit(
+                f"{_why(exc)}\n{checkpoint.done:,} urls done; continue with --resume (checkpoint {checkpoint.path})"
+            ) from None
     checkpoint.path.unlink(missing_ok=True)
-    print(
-        f"added {tally.added:,}, already stored {tally.found:,}, failed {tally.failed:,}"
-        + _failures_note(tally, failures)
-    )
+    note = f" (reasons in {sender.failures.name})" if tally.failed else ""
+    print(f"added {tally.added:,}, already stored {tally.found:,}, failed {tally.failed:,}{note}")
     return 0
-
-
-def _failures_note(tally: Tally, failures: Path) -> str:
-    return f" (reasons in {failures})" if tally.failed else ""
 
 
 def reindex(
@@ -242,23 +246,11 @@ def reindex(
         except FAILURES as exc:
             raise SystemExit(_why(exc)) from None
         sender = BatchSender(client, target, concurrency, failures, checkpoint)
-        with tqdm(total=total, initial=checkpoint.done, unit="urls", desc=f"{source} → {target}") as progress:
-            try:
-                for rows in client.dump_pages(source, after=checkpoint.cursor, page=batch):
-                    items: list[Item] = [(row.url, row.metadata or None) for row in rows]
-                    sender.send(items, progress, last_url=rows[-1].url)
-                tally = sender.finish(progress)
-            except (*FAILURES, KeyboardInterrupt) as exc:
-                sender.abandon()
-                raise SystemExit(
-                    f"{_why(exc)}\n{checkpoint.done:,} urls done; continue with --resume ({state})"
-                ) from None
-    state.unlink(missing_ok=True)
-    print(
-        f"added {tally.added:,}, already stored {tally.found:,}, failed {tally.failed:,}"
-        + _failures_note(tally, failures)
-    )
-    return 0
+        batches = (
+            ([(row.url, row.metadata or None) for row in rows], rows[-1].url)
+            for rows in client.dump_pages(source, after=checkpoint.cursor, page=batch)
+        )
+        return _send_all(sender, batches, total, f"{source} → {target}")
 
 
 # search

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,16 +12,7 @@ from idios.client import ApiError, AsyncClient, Client
 
 from tests.support.imageserver import ImageServer
 from tests.support.photos import jpeg
-from tests.support.stacks import Stack, start_serve
-
-
-@pytest.fixture(scope="module")
-def serve(milvus_uri: str, artifacts: Path) -> Iterator[Stack]:
-    log_dir = artifacts / "client"
-    log_dir.mkdir(exist_ok=True)
-    stack = start_serve(milvus_uri, log_dir)
-    yield stack
-    stack.stop()
+from tests.support.stacks import Stack
 
 
 def test_add_search_compare_count_remove(serve: Stack, images: ImageServer) -> None:

@@ -10,27 +10,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from idios.client import Client
 
 from tests.support.imageserver import ImageServer
 from tests.support.photos import jpeg
-from tests.support.stacks import Stack, start_serve
+from tests.support.stacks import Stack
 
 PHOTOS = ["astronaut", "coffee", "coins", "rocket", "chelsea", "camera"]
-
-
-@pytest.fixture(scope="module")
-def serve(milvus_uri: str, artifacts: Path) -> Iterator[Stack]:
-    log_dir = artifacts / "commands"
-    log_dir.mkdir(exist_ok=True)
-    stack = start_serve(milvus_uri, log_dir)
-    yield stack
-    stack.stop()
 
 
 def idios(serve: Stack, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
