@@ -7,7 +7,7 @@ import pytest
 
 @pytest.mark.parametrize(
     ("stack", "names"),
-    [("dev", ["localhost"]), ("minimal", ["idios.example.net"]), ("frontend", ["idios.example.net"])],
+    [("dev", ["localhost", "api"]), ("minimal", ["idios.example.net"]), ("frontend", ["idios.example.net", "api"])],
 )
 def test_compose_stacks_name_the_hosts_their_api_answers(
     stack: str, names: list[str], monkeypatch: pytest.MonkeyPatch

@@ -112,7 +112,7 @@ def test_search_prints_a_table_or_json(serve: Stack, images: ImageServer, tmp_pa
     assert lines[1].split()[-1] == url and json.loads(lines[2].strip()) == {"key": key}
     photo = tmp_path / "query.jpg"
     photo.write_bytes(jpeg("coins"))
-    as_json = idios(serve, "search", "phash", str(photo), "--json", cwd=tmp_path)
+    as_json = idios(serve, "search", "phash", str(photo), "--json", "--filter", only, cwd=tmp_path)
     hits = json.loads(as_json.stdout)
     assert (
         url in [hit["url"] for hit in hits] and {"url", "similarity", "metadata", "flipped", "match"} <= hits[0].keys()
