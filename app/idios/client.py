@@ -212,6 +212,16 @@ def _retry_after(state: RetryCallState) -> float:
     return float(min(2 ** (state.attempt_number - 1), MAX_RETRY_WAIT))
 
 
+def _retry_policy(retries: int) -> dict[str, Any]:
+    """Tenacity's settings for both clients: a 503 is tried again after its Retry-After, `retries` times in all."""
+    return {
+        "retry": retry_if_exception(_unavailable),
+        "stop": stop_after_attempt(max(1, retries)),
+        "wait": _retry_after,
+        "reraise": True,
+    }
+
+
 def _checked(response: httpx.Response) -> httpx.Response:
     if response.is_error:
         raise ApiError.of(response)
@@ -255,13 +265,7 @@ class Client:
             self.http.close()
 
     def _run(self, call: _Call[T]) -> T:
-        retrying = Retrying(
-            retry=retry_if_exception(_unavailable),
-            stop=stop_after_attempt(max(1, self.retries)),
-            wait=_retry_after,
-            reraise=True,
-        )
-        return retrying(self._send, call)
+        return Retrying(**_retry_policy(self.retries))(self._send, call)
 
     def _send(self, call: _Call[T]) -> T:
         response = self.http.request(
@@ -375,36 +379,40 @@ class Client:
             yield from found.groups
 
 
-def _lines(response: httpx.Response) -> Iterator[bytes]:
-    """Whole lines of a streamed body, as bytes (no decoding: an entry is UTF-8 JSON)."""
-    tail = b""
-    for chunk in response.iter_bytes():
-        buffer = tail + chunk
+class _LineSplitter:
+    """Whole lines out of a streamed body's chunks, as bytes (no decoding: an entry is UTF-8 JSON);
+    a line past MAX_LINE_BYTES, or a body ending inside one, is the server's error."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.path = response.request.url.path
+        self.tail = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self.tail + chunk
         end = buffer.rfind(b"\n") + 1
-        yield from buffer[:end].splitlines()
-        tail = _bounded(buffer[end:], response)
-    if tail.strip():
-        raise ApiError("GET", response.request.url.path, 502, "dump_truncated", "the dump ended inside an entry", None)
+        self.tail = buffer[end:]
+        if len(self.tail) > MAX_LINE_BYTES:
+            raise ApiError("GET", self.path, 502, "line_too_long", f"a dump line passed {MAX_LINE_BYTES} bytes")
+        return buffer[:end].splitlines()
+
+    def close(self) -> None:
+        if self.tail.strip():
+            raise ApiError("GET", self.path, 502, "dump_truncated", "the dump ended inside an entry")
 
 
-def _bounded(tail: bytes, response: httpx.Response) -> bytes:
-    if len(tail) > MAX_LINE_BYTES:
-        raise ApiError(
-            "GET", response.request.url.path, 502, "line_too_long", f"a dump line passed {MAX_LINE_BYTES} bytes", None
-        )
-    return tail
+def _lines(response: httpx.Response) -> Iterator[bytes]:
+    lines = _LineSplitter(response)
+    for chunk in response.iter_bytes():
+        yield from lines.feed(chunk)
+    lines.close()
 
 
 async def _alines(response: httpx.Response) -> AsyncIterator[bytes]:
-    tail = b""
+    lines = _LineSplitter(response)
     async for chunk in response.aiter_bytes():
-        buffer = tail + chunk
-        end = buffer.rfind(b"\n") + 1
-        for line in buffer[:end].splitlines():
+        for line in lines.feed(chunk):
             yield line
-        tail = _bounded(buffer[end:], response)
-    if tail.strip():
-        raise ApiError("GET", response.request.url.path, 502, "dump_truncated", "the dump ended inside an entry", None)
+    lines.close()
 
 
 class AsyncClient:
@@ -436,13 +444,7 @@ class AsyncClient:
             await self.http.aclose()
 
     async def _run(self, call: _Call[T]) -> T:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_unavailable),
-            stop=stop_after_attempt(max(1, self.retries)),
-            wait=_retry_after,
-            reraise=True,
-        )
-        return await retrying(self._send, call)
+        return await AsyncRetrying(**_retry_policy(self.retries))(self._send, call)
 
     async def _send(self, call: _Call[T]) -> T:
         response = await self.http.request(
