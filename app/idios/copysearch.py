@@ -17,17 +17,21 @@ from idios.keypoint_data import Keypoints, Match
 from idios.specs import ModelSpec
 from idios.store import Store
 
-# The first corners of each analysis of the query (a spread subset: `keypoints._spread`) vote: each
-# finds its nearest stored corners within this many bits of 256 (unrelated ORB descriptors differ in
-# about 128), probing this many lists of the inverted file. All the query's corners take part in the
-# check of the candidates.
-VOTERS = 256
+# The first corners of each analysis of the query (a spread subset: `keypoints._spread`) vote, so
+# many by the analysis's longer side (`keypoints.QUERY_ANALYSES`; a stored image's one analysis is at
+# 512): each finds its nearest stored corners within this many bits of 256 (unrelated ORB
+# descriptors differ in about 128), probing this many lists of the inverted file. Milvus's time
+# follows the count of voters. All the query's corners take part in the check of the candidates.
+VOTERS = {256: 256, 512: 256, 1024: 256}
 NEIGHBOURS = 4
 PROBES = 2
 VOTE_DISTANCE = 64
-# Candidates whose voting pairs are tried for a placement, best voted first: a few dozen cost a few
-# milliseconds, and the original of a copy ranks among the first few.
+# Candidates whose voting pairs are tried for a placement, best voted first, each analysis with up
+# to PLACEMENT_ATTEMPTS samples of RANSAC: the original of a copy ranks among the first few, and its
+# pairs mostly agree (a few dozen samples find the placement). The 2,000 of the check would cost
+# the pairs of the unrelated candidates, which agree on nothing, 0.3 ms each.
 PLACED = 48
+PLACEMENT_ATTEMPTS = 200
 # Candidates checked against all their corners (each check reads 256 corners from Milvus and takes
 # a few milliseconds): those whose voting pairs agree on a placement, as many as the search asks for
 # and at most MAX_CHECKED, and the best voted of the others up to MIN_CHECKED in all (the placement
@@ -74,7 +78,8 @@ def search(store: Store, spec: ModelSpec, query: list[Keypoints], *, count: int,
 
 
 def _voters(analysis: Keypoints) -> Keypoints:
-    return Keypoints(analysis.points[:VOTERS], analysis.descriptors[:VOTERS], analysis.width, analysis.height)
+    count = VOTERS.get(max(analysis.width, analysis.height), max(VOTERS.values()))
+    return Keypoints(analysis.points[:count], analysis.descriptors[:count], analysis.width, analysis.height)
 
 
 def rank(query: list[Keypoints], near: Neighbours) -> list[tuple[int, int]]:
@@ -105,7 +110,7 @@ def _votes(near: Neighbours) -> tuple[np.ndarray, np.ndarray]:
 def _placed(query: list[Keypoints], near: Neighbours, image: int) -> int:
     """Of one image's voting pairs, the most that agree on one placement of one of the query's analyses."""
     mine = near.image == image
-    corner, key = near.query[mine], near.key[mine]
+    corner = near.query[mine]
     destination = keypoint_data.pixels_of(near.position[mine])
     best, first = 0, 0
     for analysis in query:
@@ -113,7 +118,7 @@ def _placed(query: list[Keypoints], near: Neighbours, image: int) -> int:
         inside = (corner >= first) & (corner < last)
         if inside.sum() >= 3:
             source = analysis.pixels()[corner[inside] - first]
-            found = keypoints.placement(source, destination[inside], corner[inside], key[inside])
+            found = keypoints.placement(source, destination[inside], attempts=PLACEMENT_ATTEMPTS)
             best = max(best, found[1] if found else 0)
         first = last
     return best

@@ -93,7 +93,7 @@ def crop(name: str, box: tuple[float, float, float, float]) -> Image.Image:
 def test_the_original_of_a_crop_comes_first(store: CornersInMemory, name: str) -> None:
     query = keypoints.extract_query(crop(name, (0.25, 0.25, 0.75, 0.75)))
     hits = copysearch.search(store, COPYDETECT, query, count=3)  # type: ignore[arg-type]
-    assert hits[0].url == url(name) and hits[0].match.inliers >= 20, hits
+    assert hits[0].url == url(name) and hits[0].match.inliers >= 12, hits
     assert all(hit.match.inliers < 6 for hit in hits[1:]), hits
 
 
@@ -102,7 +102,7 @@ def test_the_vote_searches_a_spread_subset_of_each_analysis(store: CornersInMemo
     assert [len(a) for a in query] == [512, 1024, 2048]
     before = store.searched
     copysearch.search(store, COPYDETECT, query, count=1)  # type: ignore[arg-type]
-    assert store.searched - before == 3 * copysearch.VOTERS
+    assert store.searched - before == sum(copysearch.VOTERS[side] for side in (256, 512, 1024))
 
 
 def test_a_small_query_is_not_enlarged_past_its_detail() -> None:

@@ -94,7 +94,7 @@ def test_a_small_crop_is_found_with_its_region(originals: dict[str, keypoint_dat
         query = keypoints.extract_query(crop(photo(name), *region))
         found = {other: keypoints.best_match(query, target) for other, target in originals.items()}
         inliers = {other: match.inliers if match else 0 for other, match in found.items()}
-        assert max(inliers, key=inliers.__getitem__) == name and inliers[name] >= 6, inliers
+        assert max(inliers, key=inliers.__getitem__) == name and inliers[name] >= 5, inliers
         assert iou(found[name].target_box, region) > 0.85, found[name]  # type: ignore[union-attr]
 
 
@@ -128,7 +128,7 @@ def test_a_mirrored_copy_needs_the_mirrored_query(originals: dict[str, keypoint_
     direct = keypoints.match(keypoints.extract(mirrored, POINTS), originals["astronaut"])
     assert direct is None or direct.inliers < 10  # symmetric details may pair up, a few
     again = keypoints.match(keypoints.extract(ImageOps.mirror(mirrored), POINTS), originals["astronaut"])
-    assert again is not None and again.inliers > 100
+    assert again is not None and again.inliers > 60
 
 
 def test_unrelated_photos_do_not_match(originals: dict[str, keypoint_data.Keypoints]) -> None:
@@ -187,3 +187,27 @@ def test_the_stored_form_restores_to_keypoints_that_match_as_before(
 def test_bytes_that_are_not_keypoints_are_refused(data: bytes, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         keypoint_data.unpack(data)
+
+
+def test_a_small_detail_drawn_alike_in_unrelated_images_counts_once() -> None:
+    """Unrelated drawings of shapes (the copy benchmark's distractors) each hold a small ring: ORB
+    finds it at several scales and points, and the pairs at that one place agree on a placement.
+    Counted per pair, these reached 18 to 24 agreeing pairs; counted per place, a few."""
+    from benchmarks.copies import distractor, distractor_kind
+
+    for query, target in ((100395, 74923), (100631, 67243), (100219, 34943)):
+        assert distractor_kind(query) == distractor_kind(target) == "shapes"
+        analyses = keypoints.extract_query(jpeg(distractor(query), 88))
+        found = keypoints.best_match(analyses, keypoints.extract(jpeg(distractor(target), 88), POINTS))
+        assert found is None or found.inliers <= 5, (query, target, found)
+
+
+def test_agreeing_pairs_count_once_per_place() -> None:
+    rng = np.random.default_rng(3)
+    detail = np.array([[100.0, 100.0]]) + rng.uniform(-2.5, 2.5, (40, 2))  # one detail found 40 times
+    assert keypoints._places(detail) == 1
+    grid = np.array([[x, y] for x in range(0, 200, 10) for y in range(0, 200, 10)], dtype=float)  # 10 px apart
+    assert keypoints._places(grid) == 400
+    assert keypoints._places(grid, most=25) == 25
+    assert keypoints._places(np.repeat(grid[:3], 700, axis=0)) == 3  # 2,100 pairs at three places
+    assert keypoints._places(np.empty((0, 2))) == 0
