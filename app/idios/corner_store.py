@@ -19,12 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
-from pymilvus.client import ts_utils
-from pymilvus.client.prepare import Prepare
 from pymilvus.client.utils import check_status
-from pymilvus.decorators import retry_on_rpc_failure
 from pymilvus.grpc_gen import milvus_pb2
 
 from idios import keypoint_data
@@ -131,22 +129,20 @@ class CornerStore:
         """Each query descriptor's `neighbours` nearest stored corners within `within` bits."""
         if not len(descriptors):
             return Neighbours(*(np.empty(0, dtype=np.int64) for _ in range(5)))
-        # The request MilvusClient.search sends, with its consistency; the answer is read as arrays.
+        # MilvusClient.search's own request (database, consistency and all), its answer read as arrays:
         # pymilvus makes an object of each of the few thousand pairs (70 ms for 768 query corners
-        # here, as long as Milvus takes to find them in a million corners).
-        connection = self.client._get_connection()
-        options: dict[str, Any] = {"consistency_level": self.search_consistency}
-        ts_utils.construct_guarantee_ts(self.name, options, connection.server_address)
-        request = Prepare.search_requests_with_expr(
-            collection_name=self.name,
-            anns_field="vector",
-            param={"metric_type": "HAMMING", "params": {"nprobe": probes}},
-            limit=neighbours,
+        # here, as long as Milvus takes to find them among a million corners).
+        pending = self.client.search(
+            self.name,
             data=[row.tobytes() for row in descriptors],
+            anns_field="vector",
+            limit=neighbours,
             output_fields=["position"],
-            **options,
+            search_params={"metric_type": "HAMMING", "params": {"nprobe": probes}},
+            consistency_level=self.search_consistency,
+            _async=True,
         )
-        results = _search(connection, request).results
+        results = _answer(pending).results
         key = np.array(results.ids.int_id.data, dtype=np.int64)
         distance = np.array(results.scores, dtype=np.float32).astype(np.int64)
         query = np.repeat(np.arange(len(results.topks), dtype=np.int64), np.array(results.topks, dtype=np.int64))
@@ -193,11 +189,16 @@ class CornerStore:
         return corners
 
 
-@retry_on_rpc_failure()
-def _search(connection: Any, request: milvus_pb2.SearchRequest) -> milvus_pb2.SearchResults:
-    """Send a search as pymilvus's own search does (retried while Milvus is unreachable, its errors
-    raised as MilvusException), answering Milvus's message as it is."""
-    response = connection._stub.Search(request)
+def _answer(pending: Any) -> milvus_pb2.SearchResults:
+    """Milvus's answer to a search sent with `_async=True`, as it is (pymilvus's SearchFuture would
+    parse it into objects), its errors raised as MilvusException as pymilvus raises them."""
+    pending.exception()  # a request refused before it was sent
+    try:
+        response = pending._future.result()
+    except grpc.RpcError as exc:
+        raise MilvusException(message=f"search failed: {exc}") from exc
+    if response is None:
+        raise MilvusException(message="Milvus answered a search with nothing")
     check_status(response.status)
     return response
 
