@@ -18,11 +18,12 @@ from idios.specs import ModelSpec
 from idios.store import Store
 
 # The first corners of each analysis of the query (a spread subset: `keypoints._spread`) vote, so
-# many by the analysis's longer side (`keypoints.QUERY_ANALYSES`; a stored image's one analysis is at
-# 512): each finds its nearest stored corners within this many bits of 256 (unrelated ORB
-# descriptors differ in about 128), probing this many lists of the inverted file. Milvus's time
-# follows the count of voters. All the query's corners take part in the check of the candidates.
-VOTERS = {256: 256, 512: 256, 1024: 256}
+# many of each by how many analyses the query has (`keypoints.QUERY_ANALYSES`, smallest first: a
+# small crop has only the smallest, whose corners all vote; a stored image's one analysis is at 512).
+# Each finds its nearest stored corners within VOTE_DISTANCE bits of 256 (unrelated ORB descriptors
+# differ in about 128), probing PROBES lists of the inverted file. Milvus's time follows the count
+# of voters. All the query's corners take part in the check of the candidates.
+VOTERS: dict[int, tuple[int, ...]] = {1: (192,), 2: (96, 96), 3: (48, 64, 96)}
 NEIGHBOURS = 4
 PROBES = 2
 VOTE_DISTANCE = 64
@@ -36,7 +37,7 @@ PLACEMENT_ATTEMPTS = 200
 # a few milliseconds): those whose voting pairs agree on a placement, as many as the search asks for
 # and at most MAX_CHECKED, and the best voted of the others up to MIN_CHECKED in all (the placement
 # of the voting pairs alone can miss a copy whose corners Milvus's probes missed).
-MIN_CHECKED = 4
+MIN_CHECKED = 2
 MAX_CHECKED = 100
 # A picture stored under many urls has the same corners under each: the vote's nearest corners are a
 # few of them, always the same few. Every url with the keypoints of a hit is a hit too (`Store.twins`).
@@ -52,7 +53,8 @@ class CopyHit:
 def search(store: Store, spec: ModelSpec, query: list[Keypoints], *, count: int, filter: str = "") -> list[CopyHit]:
     """Up to `count` stored images sharing a picture with the query (its analyses), most agreeing
     pairs first; those whose metadata fails `filter` are left out."""
-    voters = [_voters(analysis) for analysis in query]
+    counts = VOTERS.get(len(query), VOTERS[max(VOTERS)])
+    voters = [_voters(analysis, count) for analysis, count in zip(query, counts, strict=False)]
     if not any(len(analysis) for analysis in voters):
         return []
     descriptors = np.concatenate([analysis.descriptors for analysis in voters])
@@ -77,8 +79,7 @@ def search(store: Store, spec: ModelSpec, query: list[Keypoints], *, count: int,
     return hits[:count]
 
 
-def _voters(analysis: Keypoints) -> Keypoints:
-    count = VOTERS.get(max(analysis.width, analysis.height), max(VOTERS.values()))
+def _voters(analysis: Keypoints, count: int) -> Keypoints:
     return Keypoints(analysis.points[:count], analysis.descriptors[:count], analysis.width, analysis.height)
 
 

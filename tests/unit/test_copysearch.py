@@ -102,7 +102,12 @@ def test_the_vote_searches_a_spread_subset_of_each_analysis(store: CornersInMemo
     assert [len(a) for a in query] == [512, 1024, 2048]
     before = store.searched
     copysearch.search(store, COPYDETECT, query, count=1)  # type: ignore[arg-type]
-    assert store.searched - before == sum(copysearch.VOTERS[side] for side in (256, 512, 1024))
+    assert store.searched - before == sum(copysearch.VOTERS[3])
+    small = keypoints.extract_query(photo("astronaut").resize((180, 180)))  # a small crop: one analysis
+    assert len(small) == 1
+    before = store.searched
+    copysearch.search(store, COPYDETECT, small, count=1)  # type: ignore[arg-type]
+    assert store.searched - before == copysearch.VOTERS[1][0], "its one analysis gets the whole vote"
 
 
 def test_a_small_query_is_not_enlarged_past_its_detail() -> None:
@@ -139,9 +144,10 @@ def test_a_picture_stored_under_many_urls_is_found_under_each(store: CornersInMe
     assert len({hit.match for hit in hits if hit.match.inliers >= 6}) == 1
 
 
-def test_the_placed_candidates_are_checked_and_a_few_others_besides() -> None:
+def test_the_placed_candidates_are_checked_and_a_few_others_besides(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each check reads an image's corners from Milvus: the candidates whose voting pairs agree on a
     placement are checked, as many as asked for, and the next ones only up to MIN_CHECKED."""
+    monkeypatch.setattr(copysearch, "MIN_CHECKED", 4)
     ranked = [(11, 9), (12, 5), (13, 3), (21, 0), (22, 0), (23, 0), (24, 0), (25, 0)]
     assert copysearch.checked(ranked, 10) == [11, 12, 13, 21]
     assert copysearch.checked(ranked, 2) == [11, 12, 13, 21]
