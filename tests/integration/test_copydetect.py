@@ -80,13 +80,13 @@ async def test_a_crop_is_found_with_the_region_it_came_from(app: InProcess, orig
         match = hits[0]["match"]
         assert iou(match["target_box"], region) > 0.85 and iou(match["query_box"], (0, 0, 1, 1)) > 0.9, match
         assert 0.2 < match["target_overlap"] < 0.3 and match["query_overlap"] > 0.9, match
-        assert hits[0]["similarity"] > 90 and hits[0]["flipped"] is False
+        assert hits[0]["similarity"] > 70 and hits[0]["flipped"] is False  # 12 agreeing places or more
         assert all(hit["similarity"] < 39 for hit in hits[1:]), hits
 
 
 async def test_a_stored_url_finds_itself_whole(app: InProcess, originals: dict[str, str]) -> None:
     hits = await search(app, url=originals["chelsea"], limit=2)
-    assert hits[0]["url"] == originals["chelsea"] and hits[0]["similarity"] == 100.0, hits
+    assert hits[0]["url"] == originals["chelsea"] and hits[0]["similarity"] > 99.9, hits
     assert iou(hits[0]["match"]["target_box"], (0, 0, 1, 1)) > 0.95
 
 
@@ -105,7 +105,7 @@ async def test_compare_says_where_two_images_match(app: InProcess, originals: di
     answer = await app.client.post(f"{MODEL}/compare", json=body)
     assert answer.status_code == 200, answer.text
     found = answer.json()
-    assert found["similarity"] > 90 and found["flipped"] is False
+    assert found["similarity"] > 70 and found["flipped"] is False
     assert iou(found["match"]["target_box"], region) > 0.85, found
     plain = await app.client.post(f"{MODEL}/compare", json={**body, "details": False})
     assert plain.json() == found["similarity"]
