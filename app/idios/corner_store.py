@@ -130,8 +130,8 @@ class CornerStore:
         if not len(descriptors):
             return Neighbours(*(np.empty(0, dtype=np.int64) for _ in range(5)))
         # MilvusClient.search's own request (database, consistency and all), its answer read as arrays:
-        # pymilvus makes an object of each of the few thousand pairs (70 ms for 768 query corners
-        # here, as long as Milvus takes to find them among a million corners).
+        # pymilvus makes an object of each of the few thousand pairs (about 20 ms of a 110 ms search
+        # of 768 query corners among 5 million here).
         pending = self.client.search(
             self.name,
             data=[row.tobytes() for row in descriptors],
