@@ -73,7 +73,8 @@ def test_a_malformed_file_or_a_refusal_exits_with_one_line(serve: Stack, tmp_pat
 
 def test_an_interrupted_add_resumes_where_it_stopped(serve: Stack, images: ImageServer, tmp_path: Path) -> None:
     key = uuid.uuid4().hex
-    urls = [images.url(f"/{PHOTOS[i % len(PHOTOS)]}.jpg?r={key}-{i:03d}") for i in range(120)]
+    # Enough urls that the add is still running when the signal comes (about 28 a second here).
+    urls = [images.url(f"/{PHOTOS[i % len(PHOTOS)]}.jpg?r={key}-{i:03d}") for i in range(600)]
     (tmp_path / "many.txt").write_text("\n".join(urls) + "\n")
     checkpoint = tmp_path / "many.txt.phash.checkpoint"
     env = {**os.environ, "IDIOS_API": serve.url}
